@@ -1,0 +1,282 @@
+"""The Redis engine: one stream holds the ordered log of every channel; every process reads it.
+
+Layout (``prefix`` defaults to ``eventcast``):
+    {prefix}:log     a Redis stream; one entry per event with fields
+                     channel, type, data (JSON text), ts (ms, optional), trace (JSON, optional)
+    {prefix}:epoch   a random token created with the log; a Redis that lost its data gets a new one
+
+Producers may XADD to ``{prefix}:log`` directly with ``*`` as the id (see README). History is trimmed by
+count (``XADD MAXLEN ~``) and age (``XTRIM MINID ~``); resume detects trimming through the stream's
+``max-deleted-entry-id``, and Redis data loss through the epoch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+from collections.abc import Sequence
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from app.broker.base import BrokerUnavailable, Listener, Replay, StateListener
+from app.protocol import ZERO, Event, EventId, EventIn, Position, dumps_data
+
+log = logging.getLogger("eventcast.broker")
+
+# KEYS: log, epoch. ARGV: new epoch, maxlen, max age ms, then 5 fields per event.
+_PUBLISH_LUA = """
+local epoch = redis.call('GET', KEYS[2])
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('SET', KEYS[2], epoch)
+end
+local ids = {}
+for i = 4, #ARGV, 5 do
+  local fields = {'channel', ARGV[i], 'type', ARGV[i+1], 'data', ARGV[i+2], 'ts', ARGV[i+3]}
+  if ARGV[i+4] ~= '' then
+    table.insert(fields, 'trace')
+    table.insert(fields, ARGV[i+4])
+  end
+  ids[#ids + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', unpack(fields))
+end
+local now = redis.call('TIME')
+local oldest = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) - tonumber(ARGV[3])
+if oldest > 0 then
+  redis.call('XTRIM', KEYS[1], 'MINID', '~', string.format('%d', oldest))
+end
+return {epoch, ids}
+"""
+
+Entries = list[tuple[str, dict[str, str]]]
+
+_NETWORK_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
+
+
+class RedisBroker:
+    def __init__(
+        self, url: str, *, prefix: str, max_events: int, max_age_seconds: float, retry_seconds: float
+    ) -> None:
+        self._url = url
+        self._log_key = f"{prefix}:log"
+        self._epoch_key = f"{prefix}:epoch"
+        self._max_events = max_events
+        self._max_age_ms = int(max_age_seconds * 1000)
+        self._retry_seconds = retry_seconds
+        self._epoch = ""
+        self._cursor = ZERO
+        self._channels: set[str] = set()
+        self._listener: Listener | None = None
+        self._on_state: StateListener | None = None
+        self._up = False
+        self._reader_task: asyncio.Task[None] | None = None
+        # Commands and the blocking reader use separate clients so a blocked XREAD never delays a publish.
+        self._client: aioredis.Redis = aioredis.Redis.from_url(
+            url, decode_responses=True, socket_connect_timeout=2, socket_timeout=5, retry_on_timeout=False
+        )
+        self._reader: aioredis.Redis = aioredis.Redis.from_url(
+            url, decode_responses=True, socket_connect_timeout=2, socket_timeout=None
+        )
+        self._publish_script = self._client.register_script(_PUBLISH_LUA)
+
+    # ------------------------------------------------------------------------------------ state
+    @property
+    def epoch(self) -> str:
+        return self._epoch
+
+    @property
+    def is_up(self) -> bool:
+        return self._up
+
+    @property
+    def position(self) -> Position:
+        return self._cursor
+
+    def _set_up(self, up: bool) -> None:
+        if up != self._up:
+            self._up = up
+            log.info(
+                "broker %s", "up" if up else "down", extra={"event": "broker.up" if up else "broker.down"}
+            )
+            if self._on_state is not None:
+                self._on_state(up)
+
+    async def start(self, listener: Listener, on_state: StateListener | None = None) -> None:
+        self._listener = listener
+        self._on_state = on_state
+        try:
+            await self._sync(first=True)
+            self._set_up(True)
+        except _NETWORK_ERRORS as exc:
+            # Start anyway: readiness says 503 and the reader keeps trying.
+            log.warning("redis unreachable at start: %s", exc, extra={"event": "broker.down"})
+        self._reader_task = asyncio.create_task(self._read_forever(), name="eventcast-redis-reader")
+
+    async def stop(self) -> None:
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+            await asyncio.gather(self._reader_task, return_exceptions=True)
+        await self._reader.aclose()
+        await self._client.aclose()
+
+    async def ping(self) -> bool:
+        try:
+            await self._client.ping()
+        except _NETWORK_ERRORS:
+            self._set_up(False)
+            return False
+        return self._up
+
+    async def subscribe(self, channel: str) -> None:
+        self._channels.add(channel)
+
+    async def unsubscribe(self, channel: str) -> None:
+        self._channels.discard(channel)
+
+    # ------------------------------------------------------------------------------------ publish
+    async def publish(self, events: Sequence[EventIn]) -> list[str]:
+        args: list[Any] = [secrets.token_hex(4), self._max_events, self._max_age_ms]
+        for item in events:
+            trace = json.dumps(item.trace, separators=(",", ":")) if item.trace else ""
+            args += [item.channel, item.type, dumps_data(item.data), repr(item.ts), trace]
+        try:
+            epoch, ids = await self._publish_script(keys=[self._log_key, self._epoch_key], args=args)
+        except _NETWORK_ERRORS as exc:
+            self._set_up(False)
+            raise BrokerUnavailable(f"redis unavailable: {exc}") from exc
+        return [f"{epoch}.{entry_id}" for entry_id in ids]
+
+    # ------------------------------------------------------------------------------------ fan-out
+    async def _sync(self, *, first: bool) -> None:
+        """After (re)connecting: learn the epoch and decide where reading resumes."""
+        candidate = secrets.token_hex(4)
+        await self._reader.set(self._epoch_key, candidate, nx=True)
+        epoch = cast(str, await self._reader.get(self._epoch_key))
+        if first:
+            last = cast(Entries, await self._reader.xrevrange(self._log_key, count=1))
+            self._cursor = Position.parse(last[0][0]) if last else ZERO
+        elif epoch != self._epoch:
+            # Redis lost its data: every entry of the new log is new to us.
+            log.warning(
+                "redis history lost: epoch %s -> %s", self._epoch, epoch, extra={"event": "broker.epoch"}
+            )
+            self._cursor = ZERO
+        self._epoch = epoch
+
+    async def _read_forever(self) -> None:
+        need_sync = not self._up
+        while True:
+            try:
+                if need_sync:
+                    await self._sync(first=self._epoch == "")
+                    need_sync = False
+                self._set_up(True)
+                response = await self._reader.xread(
+                    {self._log_key: str(self._cursor)}, count=1000, block=1000
+                )
+                if response:
+                    self._dispatch(cast(list[tuple[str, Entries]], response)[0][1])
+            except asyncio.CancelledError:
+                raise
+            except _NETWORK_ERRORS as exc:
+                self._set_up(False)
+                need_sync = True
+                log.debug("redis read failed: %s", exc)
+                await asyncio.sleep(self._retry_seconds)
+
+    def _dispatch(self, entries: Entries) -> None:
+        wanted: list[Event] = []
+        channels = self._channels
+        for entry_id, fields in entries:
+            if fields.get("channel") in channels:
+                wanted.append(self._to_event(entry_id, fields))
+        self._cursor = Position.parse(entries[-1][0])
+        if wanted and self._listener is not None:
+            self._listener(wanted)
+
+    def _to_event(self, entry_id: str, fields: dict[str, str]) -> Event:
+        position = Position.parse(entry_id)
+        data = fields.get("data", "null")
+        try:
+            json.loads(data)
+        except ValueError:
+            data = dumps_data(data)  # a direct producer wrote plain text: deliver it as a JSON string
+        try:
+            ts = float(fields["ts"])
+        except (KeyError, ValueError):
+            ts = float(position.ms)
+        trace = None
+        if fields.get("trace"):
+            try:
+                trace = json.loads(fields["trace"])
+            except ValueError:
+                trace = None
+        return Event(
+            id=f"{self._epoch}.{entry_id}",
+            position=position,
+            channel=fields.get("channel", ""),
+            type=fields.get("type", "message"),
+            data_json=data,
+            ts=ts,
+            trace=trace,
+        )
+
+    # ------------------------------------------------------------------------------------ resume
+    async def replay(self, channels: Sequence[str], since: EventId, limit: int) -> Replay:
+        try:
+            return await self._replay(set(channels), since, limit)
+        except _NETWORK_ERRORS as exc:
+            self._set_up(False)
+            raise BrokerUnavailable(f"redis unavailable: {exc}") from exc
+
+    async def _stream_state(self) -> tuple[str | None, Position, Position] | None:
+        """(epoch, last generated id, max deleted id), or None when the log does not exist yet."""
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.get(self._epoch_key)
+            pipe.xinfo_stream(self._log_key)
+            try:
+                epoch, info = await pipe.execute()
+            except ResponseError:
+                return None
+        return epoch, Position.parse(info["last-generated-id"]), Position.parse(info["max-deleted-entry-id"])
+
+    async def _replay(self, channels: set[str], since: EventId, limit: int) -> Replay:
+        state = await self._stream_state()
+        if state is None:
+            epoch = await self._client.get(self._epoch_key)
+            if epoch != since.epoch:
+                return Replay(False, reason="epoch_changed")
+            return Replay(since.position == ZERO, reason="" if since.position == ZERO else "unknown_position")
+        epoch, last, deleted = state
+        if epoch != since.epoch:
+            return Replay(False, reason="epoch_changed")
+        if since.position > last:
+            return Replay(False, reason="unknown_position")
+        if since.position < deleted:
+            return Replay(False, reason="trimmed")
+        events: list[Event] = []
+        start = f"({since.position}"
+        while True:
+            page = cast(Entries, await self._client.xrange(self._log_key, min=start, max="+", count=1000))
+            for entry_id, fields in page:
+                if fields.get("channel") in channels:
+                    events.append(self._to_event_in_epoch(epoch, entry_id, fields))
+            if len(events) > limit:
+                return Replay(False, reason="too_many")
+            if len(page) < 1000:
+                break
+            start = f"({page[-1][0]}"
+        # Entries trimmed while we paged would be a silent gap: check once more.
+        again = await self._stream_state()
+        if again is None or again[0] != since.epoch or since.position < again[2]:
+            return Replay(False, reason="trimmed")
+        return Replay(True, events)
+
+    def _to_event_in_epoch(self, epoch: str, entry_id: str, fields: dict[str, str]) -> Event:
+        event = self._to_event(entry_id, fields)
+        if epoch != self._epoch:
+            event.id = f"{epoch}.{entry_id}"
+        return event

@@ -1,0 +1,184 @@
+"""The ``eventcast`` command: serve | publish | subscribe | bench."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import urllib.parse
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+cli = typer.Typer(add_completion=False, no_args_is_help=True, help="eventcast: a WebSocket event gateway.")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"eventcast: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@cli.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address [env EVENTCAST_HOST, 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [env EVENTCAST_PORT, 8000]")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes [env EVENTCAST_WORKERS, 1]")] = None,
+    broker: Annotated[
+        str | None, typer.Option(help="memory:// or redis://host:port/db [EVENTCAST_BROKER_URL]")
+    ] = None,
+    log_level: Annotated[
+        str | None, typer.Option(help="debug|info|warning|error [EVENTCAST_LOG_LEVEL]")
+    ] = None,
+) -> None:
+    """Run the gateway (every flag may also come from its EVENTCAST_* variable)."""
+    import uvicorn
+
+    from app.settings import Settings
+
+    overrides = {"host": host, "port": port, "workers": workers, "broker_url": broker, "log_level": log_level}
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        settings = Settings.model_validate(given)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        _fail(problems.replace("Value error, ", ""))
+        return
+    # Workers are separate processes that build their settings from the environment: hand the flags down.
+    for key, value in given.items():
+        os.environ[f"EVENTCAST_{key.upper()}"] = str(value)
+    base = f"http://{settings.host}:{settings.port}"
+    typer.echo(
+        f"eventcast on {base} (broker {settings.broker_scheme}://, {settings.workers} worker(s))\n"
+        f"  subscribe: ws://{settings.host}:{settings.port}/ws/events?channels=default\n"
+        f"  publish:   curl -X POST {base}/events -H 'content-type: application/json' "
+        """-d '{"channel":"default","type":"hello","data":{"n":1}}'\n"""
+        f"  health:    {base}/healthz  ready: {base}/readyz  metrics: {base}/metrics",
+        err=True,
+    )
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        ws_max_size=settings.max_control_bytes,
+        ws_ping_interval=settings.idle_timeout_seconds / 2,
+        ws_ping_timeout=settings.idle_timeout_seconds / 2,
+        ws_per_message_deflate=False,  # per-client compression would undo encode-once fan-out (docs/decisions.md)
+        timeout_graceful_shutdown=5,
+        lifespan="on",
+    )
+
+
+@cli.command()
+def publish(
+    channel: str,
+    type: Annotated[str, typer.Argument(help="Event type, e.g. node.created")],
+    data: Annotated[str, typer.Argument(help="Event data as JSON")],
+    url: Annotated[str, typer.Option(help="Gateway base URL")] = "http://127.0.0.1:8000",
+    token: Annotated[
+        str | None, typer.Option(envvar="EVENTCAST_TOKEN", help="Publisher API key or JWT")
+    ] = None,
+) -> None:
+    """Publish one event and print its id."""
+    import httpx
+
+    try:
+        payload = json.loads(data)
+    except ValueError as exc:
+        _fail(f"DATA is not valid JSON: {exc}")
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    try:
+        response = httpx.post(
+            f"{url.rstrip('/')}/events",
+            json={"channel": channel, "type": type, "data": payload},
+            headers=headers,
+            timeout=10,
+        )
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach {url}: {exc}", 1)
+        return
+    if response.status_code != 202:
+        _fail(f"HTTP {response.status_code}: {response.text}", 1)
+    for event_id in response.json()["ids"]:
+        typer.echo(event_id)
+
+
+def with_since(url: str, since: str | None) -> str:
+    parts = urllib.parse.urlsplit(url)
+    query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query) if k != "since"]
+    if since:
+        query.append(("since", since))
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+
+
+async def _subscribe(url: str, since: str | None, max_events: int | None, reconnect: bool) -> None:
+    import websockets
+
+    backoff = 0.2
+    received = 0
+    while True:
+        try:
+            async with websockets.connect(with_since(url, since), max_size=None) as ws:
+                backoff = 0.2
+                async for raw in ws:
+                    message: dict[str, Any] = json.loads(raw)
+                    if message.get("type") == "eventcast.welcome":
+                        typer.echo(json.dumps(message), err=True)
+                        if since is None or not message.get("recovered"):
+                            since = since or message.get("position")
+                        continue
+                    if "id" in message:
+                        since = message["id"]
+                        received += 1
+                    sys.stdout.write(json.dumps(message) + "\n")
+                    sys.stdout.flush()
+                    if max_events is not None and received >= max_events:
+                        return
+        except websockets.ConnectionClosed as exc:
+            rcvd = exc.rcvd
+            typer.echo(f"closed: {rcvd.code if rcvd else 1006} {rcvd.reason if rcvd else ''}", err=True)
+        except OSError as exc:
+            typer.echo(f"cannot connect: {exc}", err=True)
+        if not reconnect:
+            return
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, 5.0)
+
+
+@cli.command()
+def subscribe(
+    url: Annotated[str, typer.Argument(help="e.g. ws://127.0.0.1:8000/ws/events?channels=a,b")],
+    since: Annotated[str | None, typer.Option(help="Resume after this event id")] = None,
+    max_events: Annotated[int | None, typer.Option(help="Exit after this many events")] = None,
+    reconnect: Annotated[bool, typer.Option(help="Reconnect and resume when the connection ends")] = True,
+) -> None:
+    """Print events as JSON lines; on disconnect, reconnect and resume from the last id."""
+    try:
+        asyncio.run(_subscribe(url, since, max_events, reconnect))
+    except KeyboardInterrupt:
+        pass
+
+
+def _register_optional() -> None:
+    try:
+        from app.bench.command import bench  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return
+    cli.command("bench")(bench)
+
+
+_register_optional()
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,247 @@
+"""The hub: owns connections and subscriptions, fans broker events out, drains and sheds. No web framework here.
+
+Fan-out never awaits: each event's frame is encoded once per encoding and pushed onto every subscriber's
+bounded queue; each connection's writer task does the I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Sequence
+
+from app import metrics
+from app.broker.base import Broker, BrokerUnavailable
+from app.connection import Connection, State
+from app.protocol import (
+    WELCOME_TYPE,
+    CloseCode,
+    Event,
+    EventId,
+    EventIn,
+    encode_control,
+    now_ms,
+)
+
+log = logging.getLogger("eventcast.hub")
+
+#: Bounded vocabulary of the ``reason`` label of eventcast_connections_closed_total.
+CLOSE_LABELS: dict[int, str] = {
+    CloseCode.NORMAL: "normal",
+    CloseCode.POLICY: "policy",
+    CloseCode.TOO_BIG: "too_big",
+    CloseCode.INTERNAL_ERROR: "error",
+    CloseCode.TRY_AGAIN_LATER: "overload",
+    CloseCode.BAD_REQUEST: "bad_request",
+    CloseCode.UNAUTHENTICATED: "unauthenticated",
+    CloseCode.FORBIDDEN: "forbidden",
+    CloseCode.SLOW_CONSUMER: "slow_consumer",
+}
+
+
+class Refused(Exception):
+    """A new subscriber cannot be taken; close it with ``code`` and ``reason``."""
+
+    def __init__(self, code: CloseCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class Hub:
+    def __init__(self, broker: Broker, *, replica: str, max_connections: int, max_replay_events: int) -> None:
+        self.broker = broker
+        self.replica = replica
+        self.max_connections = max_connections
+        self.max_replay_events = max_replay_events
+        self.draining = False
+        self.connections: set[Connection] = set()
+        self._subscribers: dict[str, set[Connection]] = {}
+        self._subscribe_lock = asyncio.Lock()
+        self.drain_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        await self.broker.start(self._on_events, self._on_broker_state)
+        metrics.BROKER_UP.set(1 if self.broker.is_up else 0)
+
+    async def stop(self) -> None:
+        """Close whoever is left (uvicorn's shutdown also does) and release the broker."""
+        closers = [c.close_soon(CloseCode.SERVICE_RESTART, "server shutdown") for c in list(self.connections)]
+        await asyncio.gather(*(c for c in closers if c is not None), return_exceptions=True)
+        await self.broker.stop()
+
+    @property
+    def ready(self) -> bool:
+        return self.broker.is_up and not self.draining
+
+    def _on_broker_state(self, up: bool) -> None:
+        metrics.BROKER_UP.set(1 if up else 0)
+
+    # ------------------------------------------------------------------------------------ subscribers
+    def check_capacity(self) -> None:
+        """Raise Refused when a new connection must be turned away (draining or full)."""
+        if self.draining:
+            raise Refused(CloseCode.SERVICE_RESTART, "draining: reconnect to another replica")
+        if len(self.connections) >= self.max_connections:
+            raise Refused(CloseCode.TRY_AGAIN_LATER, "overloaded: try again later")
+
+    async def attach(self, conn: Connection, since: EventId | None) -> None:
+        """Register ``conn``, queue its welcome frame, replay history after ``since``, then go live."""
+        started = time.perf_counter()
+        self.check_capacity()
+        self.connections.add(conn)
+        try:
+            await self._subscribe(conn)
+            broker = self.broker
+            after = broker.position  # without a (resumable) since, the client starts live from here
+            recovered, reason, replayed = False, "no_since", []
+            if since is not None:
+                replay = await broker.replay(conn.channels, since, self.max_replay_events)
+                recovered, reason, replayed = replay.recovered, replay.reason, replay.events
+                metrics.RECOVERIES.labels("recovered" if recovered else "gap").inc()
+                if recovered:
+                    after = since.position
+        except BrokerUnavailable:
+            await self._forget(conn)
+            raise Refused(CloseCode.TRY_AGAIN_LATER, "broker unavailable: try again later") from None
+        except BaseException:
+            await self._forget(conn)
+            raise
+        welcome: dict[str, object] = {
+            "type": WELCOME_TYPE,
+            "connection": conn.id,
+            "replica": self.replica,
+            "recovered": recovered,
+            "position": f"{broker.epoch}.{after}",
+            "channels": list(conn.channels),
+            "protocol": conn.subprotocol,
+        }
+        if not recovered:
+            welcome["reason"] = reason
+        conn.push_frame(encode_control(welcome, conn.subprotocol))
+        conn.go_live(replayed, after)
+        conn.start()
+        conn.counted = True
+        metrics.CONNECTIONS.labels(conn.transport.kind).inc()
+        metrics.CONNECTIONS_OPENED.inc()
+        metrics.CONNECT_DURATION.observe(time.perf_counter() - started)
+
+    async def _subscribe(self, conn: Connection) -> None:
+        taken: list[str] = []
+        async with self._subscribe_lock:
+            try:
+                for channel in conn.channels:
+                    subscribers = self._subscribers.get(channel)
+                    if subscribers is None:
+                        await self.broker.subscribe(channel)
+                        subscribers = self._subscribers[channel] = set()
+                        taken.append(channel)
+                    subscribers.add(conn)
+            except BaseException:
+                # Roll back so the hub never holds a subscription the broker does not.
+                for channel in conn.channels:
+                    subscribers = self._subscribers.get(channel)
+                    if subscribers is not None:
+                        subscribers.discard(conn)
+                for channel in taken:
+                    if not self._subscribers.get(channel):
+                        self._subscribers.pop(channel, None)
+                        await self.broker.unsubscribe(channel)
+                raise
+
+    async def detach(self, conn: Connection, client_code: int | None = None) -> None:
+        """The client is gone: forget it and count the close under a bounded reason label."""
+        if conn not in self.connections:
+            return
+        await self._forget(conn)
+        if conn.counted:
+            metrics.CONNECTIONS.labels(conn.transport.kind).dec()
+            metrics.CONNECTIONS_CLOSED.labels(self.close_label(conn, client_code)).inc()
+
+    @staticmethod
+    def close_label(conn: Connection, client_code: int | None) -> str:
+        if conn.close_code is None:  # the client closed (or vanished)
+            return "client" if client_code in (None, CloseCode.NORMAL, 1001, 1005, 1006) else "client_error"
+        if conn.close_code == CloseCode.SERVICE_RESTART:
+            return "shed" if conn.close_reason.endswith("shed") else "drain"
+        return CLOSE_LABELS.get(conn.close_code, "other")
+
+    async def _forget(self, conn: Connection) -> None:
+        """Release a channel's upstream subscription after its last local subscriber."""
+        self.connections.discard(conn)
+        await conn.finished()
+        async with self._subscribe_lock:
+            for channel in conn.channels:
+                subscribers = self._subscribers.get(channel)
+                if subscribers is None:
+                    continue
+                subscribers.discard(conn)
+                if not subscribers:
+                    del self._subscribers[channel]
+                    await self.broker.unsubscribe(channel)
+
+    def subscriber_count(self, channel: str) -> int:
+        return len(self._subscribers.get(channel, ()))
+
+    # ------------------------------------------------------------------------------------ events
+    async def publish(self, events: Sequence[EventIn]) -> list[str]:
+        ids = await self.broker.publish(events)
+        metrics.EVENTS_PUBLISHED.inc(len(ids))
+        return ids
+
+    def _on_events(self, events: Sequence[Event]) -> None:
+        started = time.perf_counter()
+        subscribers = self._subscribers
+        queued = 0
+        now = now_ms()
+        for event in events:
+            conns = subscribers.get(event.channel)
+            metrics.BROKER_LAG.observe(max(0.0, (now - event.ts) / 1000.0))
+            if not conns:
+                continue
+            for conn in conns:
+                conn.push(event)
+            queued += len(conns)
+        if queued:
+            metrics.MESSAGES_DELIVERED.inc(queued)
+        metrics.FANOUT_DURATION.observe(time.perf_counter() - started)
+
+    # ------------------------------------------------------------------------------------ drain, shed
+    def start_drain(self, seconds: float) -> asyncio.Task[None]:
+        """Turn unready at once and close every client with 1012, in batches spread over ``seconds``."""
+        if self.drain_task is None:
+            self.draining = True
+            log.info("drain started", extra={"event": "drain.start", "connections": len(self.connections)})
+            self.drain_task = asyncio.create_task(self._drain(seconds), name="eventcast-drain")
+        return self.drain_task
+
+    async def _drain(self, seconds: float) -> None:
+        await self._close_spread(list(self.connections), seconds, "service restart: drain")
+        log.info("drain finished", extra={"event": "drain.done"})
+
+    async def shed(self, fraction: float, seconds: float = 0.0) -> int:
+        """Close ``fraction`` of this worker's clients with 1012 so they reconnect elsewhere."""
+        conns = [c for c in self.connections if c.state is State.LIVE]
+        chosen = random.sample(conns, round(len(conns) * fraction))
+        log.info("shedding", extra={"event": "shed", "connections": len(chosen)})
+        task = asyncio.create_task(self._close_spread(chosen, seconds, "service restart: shed"))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return len(chosen)
+
+    async def _close_spread(self, conns: list[Connection], seconds: float, reason: str) -> None:
+        batches = max(1, min(len(conns), int(seconds * 10)))  # at most ten batches a second
+        interval = seconds / batches
+        closers: list[asyncio.Task[None]] = []
+        for index in range(batches):
+            for conn in conns[index::batches]:
+                task = conn.close_soon(CloseCode.SERVICE_RESTART, reason)
+                if task is not None:
+                    closers.append(task)
+            if index < batches - 1:
+                await asyncio.sleep(interval)
+        await asyncio.gather(*closers, return_exceptions=True)

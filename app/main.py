@@ -1,0 +1,92 @@
+"""create_app(settings) and its lifespan: build the broker and hub, drain on SIGTERM, close on exit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from types import FrameType
+from typing import Any
+
+from fastapi import FastAPI
+
+from app import __version__
+from app.broker.base import create_broker
+from app.hub import Hub
+from app.routes import http, ws
+from app.settings import Settings
+
+log = logging.getLogger("eventcast")
+
+
+def install_drain_on_sigterm(hub: Hub, seconds: float) -> Callable[[], None]:
+    """Make SIGTERM drain first, then hand the signal to the server (uvicorn) so it exits.
+
+    uvicorn installs its own handler before the lifespan starts; ours wraps it. Returns the undo.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None  # e.g. a test client running the app in a thread: no signals there
+    loop = asyncio.get_running_loop()
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def pass_on(sig: int, frame: FrameType | None) -> None:
+        if callable(previous):
+            previous(sig, frame)
+
+    def begin(sig: int) -> None:
+        if hub.draining and hub.drain_task is not None and hub.drain_task.done():
+            pass_on(sig, None)
+            return
+        task = hub.start_drain(seconds)
+        task.add_done_callback(lambda _task: pass_on(sig, None))
+
+    def on_sigterm(sig: int, frame: FrameType | None) -> None:
+        if hub.draining and hub.drain_task is not None and not hub.drain_task.done():
+            pass_on(sig, frame)  # a second SIGTERM while draining: stop now
+            return
+        loop.call_soon_threadsafe(begin, sig)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+    def undo() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    return undo
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        broker = create_broker(
+            settings.broker_url,
+            prefix=settings.redis_prefix,
+            max_events=settings.history_max_events,
+            max_age_seconds=settings.history_max_age_seconds,
+            retry_seconds=settings.broker_retry_seconds,
+        )
+        hub = Hub(
+            broker,
+            replica=settings.replica,
+            max_connections=settings.max_connections,
+            max_replay_events=settings.max_replay_events,
+        )
+        await hub.start()
+        app.state.hub = hub
+        undo = install_drain_on_sigterm(hub, settings.drain_seconds)
+        log.info("eventcast ready", extra={"event": "ready", "broker": settings.broker_scheme})
+        try:
+            yield {}
+        finally:
+            undo()
+            await hub.stop()
+
+    app = FastAPI(title="eventcast", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app.state.settings = settings
+    app.include_router(http.router)
+    app.include_router(ws.router)
+    return app

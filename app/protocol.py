@@ -1,0 +1,333 @@
+"""Sans-I/O protocol: event envelopes, ids, filters, control messages and close codes.
+
+Nothing here touches a socket or a broker, so all of it is testable without a network.
+
+Errors raised to callers:
+    ProtocolError(code, reason)   a client sent something we refuse; ``code`` is the close code to use.
+    PublishError(status, code, message)   a publish request is refused; ``status`` is the HTTP status.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+import msgpack
+
+
+class CloseCode(IntEnum):
+    """Every WebSocket close code eventcast uses (DESIGN 5b). Never write the numbers elsewhere."""
+
+    NORMAL = 1000
+    POLICY = 1008
+    TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012  # drain or shed: reconnect elsewhere and resume
+    TRY_AGAIN_LATER = 1013  # overload
+    BAD_REQUEST = 4400
+    UNAUTHENTICATED = 4401
+    FORBIDDEN = 4403
+    SLOW_CONSUMER = 4008
+
+
+SUBPROTOCOL_JSON = "eventcast.v1.json"
+SUBPROTOCOL_MSGPACK = "eventcast.v1.msgpack"
+SUBPROTOCOLS = (SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK)
+
+WELCOME_TYPE = "eventcast.welcome"
+DEFAULT_CHANNEL = "default"
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.:/@-]{1,200}$")
+_GLOB_RE = re.compile(r"^[A-Za-z0-9_.:/@*?-]{1,200}$")
+_FIELD_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+
+
+class ProtocolError(Exception):
+    """A client message or query is refused; close the connection with ``code`` and ``reason``."""
+
+    def __init__(self, code: CloseCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason[:120]  # a close reason must fit in 123 bytes
+
+
+class PublishError(Exception):
+    """A publish request is refused with an HTTP ``status`` and a JSON error body."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+# --------------------------------------------------------------------------- event ids
+@dataclass(frozen=True, order=True, slots=True)
+class Position:
+    """A place in the broker's single ordered log: (milliseconds, sequence), like a Redis stream id."""
+
+    ms: int
+    seq: int
+
+    def __str__(self) -> str:
+        return f"{self.ms}-{self.seq}"
+
+    @classmethod
+    def parse(cls, text: str) -> Position:
+        ms, _, seq = text.partition("-")
+        if not ms.isdigit() or not seq.isdigit():
+            raise ValueError(f"not a log position: {text!r}")
+        return cls(int(ms), int(seq))
+
+
+ZERO = Position(0, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class EventId:
+    """An event id as clients see it: ``<epoch>.<ms>-<seq>``.
+
+    All channels share one log per broker, so one id resumes every channel of a connection. The epoch
+    changes whenever the broker's history is lost (a memory broker restarted, Redis restarted empty); an id
+    from another epoch can never be resumed, and the client is told so with ``recovered: false``.
+    """
+
+    epoch: str
+    position: Position
+
+    def __str__(self) -> str:
+        return f"{self.epoch}.{self.position}"
+
+    @classmethod
+    def parse(cls, text: str) -> EventId:
+        epoch, dot, pos = text.partition(".")
+        if not dot or not epoch or len(text) > 80 or not epoch.isalnum():
+            raise ProtocolError(CloseCode.BAD_REQUEST, "bad since: not an eventcast event id")
+        try:
+            return cls(epoch, Position.parse(pos))
+        except ValueError:
+            raise ProtocolError(CloseCode.BAD_REQUEST, "bad since: not an eventcast event id") from None
+
+
+# --------------------------------------------------------------------------- events
+@dataclass(slots=True)
+class EventIn:
+    """A validated event a producer asked to publish."""
+
+    channel: str
+    type: str
+    data: Any
+    ts: float = 0.0  # publish-accepted time, ms since the epoch
+    trace: dict[str, str] | None = None  # W3C trace context carried through the broker
+
+
+@dataclass(slots=True)
+class Event:
+    """An event from the broker's log, with its frames encoded once and shared by every subscriber."""
+
+    id: str
+    position: Position
+    channel: str
+    type: str
+    data_json: str  # the ``data`` field as JSON text, exactly as published
+    ts: float
+    trace: dict[str, str] | None = None
+    _frames: dict[str, bytes | str] = field(default_factory=dict)
+
+    @property
+    def data(self) -> Any:
+        return json.loads(self.data_json)
+
+    def frame(self, subprotocol: str) -> bytes | str:
+        """The wire frame for one encoding, built on first use and cached for every other subscriber."""
+        cached = self._frames.get(subprotocol)
+        if cached is None:
+            if subprotocol == SUBPROTOCOL_MSGPACK:
+                cached = msgpack.packb(
+                    {
+                        "id": self.id,
+                        "channel": self.channel,
+                        "type": self.type,
+                        "data": self.data,
+                        "ts": self.ts,
+                    }
+                )
+            else:
+                # Splice the already-encoded data in: no re-serialisation of the payload.
+                cached = (
+                    f'{{"id":{json.dumps(self.id)},"channel":{json.dumps(self.channel)},'
+                    f'"type":{json.dumps(self.type)},"data":{self.data_json},"ts":{self.ts}}}'
+                )
+            self._frames[subprotocol] = cached
+        return cached
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "channel": self.channel, "type": self.type, "data": self.data, "ts": self.ts}
+
+
+def now_ms() -> float:
+    return round(time.time() * 1000.0, 3)
+
+
+def encode_control(message: Mapping[str, Any], subprotocol: str) -> bytes | str:
+    """Encode a server control frame (welcome, pong) in the connection's encoding."""
+    if subprotocol == SUBPROTOCOL_MSGPACK:
+        packed: bytes = msgpack.packb(dict(message))
+        return packed
+    return json.dumps(message, separators=(",", ":"))
+
+
+# --------------------------------------------------------------------------- names and filters
+def check_channel(name: Any) -> str:
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ValueError(f"invalid channel name {name!r}: use 1-200 of A-Z a-z 0-9 _ . : / @ -")
+    return name
+
+
+def check_type(name: Any) -> str:
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ValueError(f"invalid event type {name!r}: use 1-200 of A-Z a-z 0-9 _ . : / @ -")
+    return name
+
+
+def parse_channels(raw: str | None) -> list[str]:
+    """``channels=a,b`` -> ["a", "b"] (deduplicated, order kept); empty means ``default``."""
+    if raw is None or raw.strip() == "":
+        return [DEFAULT_CHANNEL]
+    out: list[str] = []
+    for part in raw.split(","):
+        try:
+            name = check_channel(part.strip())
+        except ValueError as exc:
+            raise ProtocolError(CloseCode.BAD_REQUEST, f"bad channels: {exc}") from None
+        if name not in out:
+            out.append(name)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """Server-side filter: type globs (any may match) and equality on top-level fields of ``data``."""
+
+    types: tuple[str, ...] = ()
+    where: tuple[tuple[str, Any], ...] = ()
+    _type_re: re.Pattern[str] | None = None
+
+    @classmethod
+    def build(cls, types: Iterable[Any] | None, where: Mapping[Any, Any] | None) -> EventFilter:
+        globs: list[str] = []
+        for glob in types or ():
+            if not isinstance(glob, str) or not _GLOB_RE.match(glob):
+                raise ProtocolError(CloseCode.BAD_REQUEST, f"bad glob {str(glob)[:40]!r} in types")
+            globs.append(glob)
+        pairs: list[tuple[str, Any]] = []
+        for key, value in (where or {}).items():
+            if not isinstance(key, str) or not _FIELD_RE.match(key):
+                raise ProtocolError(CloseCode.BAD_REQUEST, f"bad where field {str(key)[:40]!r}")
+            if isinstance(value, dict | list):
+                raise ProtocolError(CloseCode.BAD_REQUEST, f"where {key}: only scalar values compare")
+            pairs.append((key, value))
+        pattern = re.compile("|".join(fnmatch.translate(g) for g in globs)) if globs else None
+        return cls(tuple(globs), tuple(pairs), pattern)
+
+    @classmethod
+    def from_query(cls, types: str | None, where: list[str]) -> EventFilter:
+        globs = [g.strip() for g in types.split(",") if g.strip()] if types else []
+        pairs: dict[str, Any] = {}
+        for item in where:
+            key, eq, value = item.partition("=")
+            if not eq or not key:
+                raise ProtocolError(CloseCode.BAD_REQUEST, "bad where: use where=key=value")
+            pairs[key] = _query_value(value)
+        return cls.build(globs, pairs)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.types and not self.where
+
+    def matches(self, event: Event) -> bool:
+        if self._type_re is not None and not self._type_re.match(event.type):
+            return False
+        if self.where:
+            data = event.data
+            if not isinstance(data, dict):
+                return False
+            for key, value in self.where:
+                if key not in data or data[key] != value or type(data[key]) is not type(value):
+                    return False
+        return True
+
+
+def _query_value(text: str) -> Any:
+    """``where=n=3`` compares with the number 3, ``where=ok=true`` with true, anything else as a string."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value if isinstance(value, int | float | bool) or value is None else text
+
+
+# --------------------------------------------------------------------------- control messages
+def parse_control(message: str | bytes, subprotocol: str) -> dict[str, Any]:
+    """Decode one client control frame and check its shape. Raises ProtocolError with 4400."""
+    try:
+        if subprotocol == SUBPROTOCOL_MSGPACK and isinstance(message, bytes):
+            decoded = msgpack.unpackb(message)
+        else:
+            decoded = json.loads(message)
+    except Exception:
+        raise ProtocolError(CloseCode.BAD_REQUEST, "malformed control message: not valid JSON") from None
+    if not isinstance(decoded, dict):
+        raise ProtocolError(CloseCode.BAD_REQUEST, "control message must be an object with an op")
+    op = decoded.get("op")
+    if op not in ("filter", "ping"):
+        raise ProtocolError(CloseCode.BAD_REQUEST, f"unknown op {str(op)[:40]!r}")
+    if op == "filter":
+        types, where = decoded.get("types", []), decoded.get("where", {})
+        if not isinstance(types, list) or not isinstance(where, dict):
+            raise ProtocolError(
+                CloseCode.BAD_REQUEST, "filter needs types: [globs] and where: {field: value}"
+            )
+    return decoded
+
+
+# --------------------------------------------------------------------------- publishing
+def parse_publish_body(body: bytes, max_batch: int) -> list[EventIn]:
+    """Validate a ``POST /events`` body: one event object or a non-empty array of them."""
+    try:
+        decoded = json.loads(body)
+    except ValueError:
+        raise PublishError(400, "invalid_json", "request body is not valid JSON") from None
+    batch = decoded if isinstance(decoded, list) else [decoded]
+    if not batch:
+        raise PublishError(422, "empty_batch", "a batch needs at least one event")
+    if len(batch) > max_batch:
+        raise PublishError(413, "batch_too_large", f"a batch may hold at most {max_batch} events")
+    ts = now_ms()
+    events: list[EventIn] = []
+    for index, item in enumerate(batch):
+        where = f"event {index}: " if isinstance(decoded, list) else ""
+        if not isinstance(item, dict):
+            raise PublishError(422, "invalid_event", f"{where}an event is an object with channel, type, data")
+        unknown = set(item) - {"channel", "type", "data"}
+        if unknown:
+            raise PublishError(422, "invalid_event", f"{where}unknown fields {sorted(unknown)}")
+        if "data" not in item:
+            raise PublishError(422, "invalid_event", f"{where}missing field 'data'")
+        try:
+            channel = check_channel(item.get("channel"))
+            type_ = check_type(item.get("type"))
+        except ValueError as exc:
+            raise PublishError(422, "invalid_event", f"{where}{exc}") from None
+        events.append(EventIn(channel, type_, item["data"], ts))
+    return events
+
+
+def dumps_data(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
