@@ -7,7 +7,7 @@ Layout (``prefix`` defaults to ``eventcast``):
 
 Producers may XADD to ``{prefix}:log`` directly with ``*`` as the id (see README). History is trimmed by
 count (``XADD MAXLEN ~``) and age (``XTRIM MINID ~``); resume detects trimming through the stream's
-``max-deleted-entry-id``, and Redis data loss through the epoch.
+the stream's first entry and ``max-deleted-entry-id``, and Redis data loss through the epoch.
 """
 
 from __future__ import annotations
@@ -233,7 +233,12 @@ class RedisBroker:
             raise BrokerUnavailable(f"redis unavailable: {exc}") from exc
 
     async def _stream_state(self) -> tuple[str | None, Position, Position] | None:
-        """(epoch, last generated id, max deleted id), or None when the log does not exist yet."""
+        """(epoch, last generated id, lost-before id), or None when the log does not exist yet.
+
+        A resume from a position below ``lost-before`` may have a gap: entries after it were trimmed or deleted.
+        Trimming does not move ``max-deleted-entry-id``, so when anything was ever removed the first entry
+        counts too (conservative by one entry at the trim boundary).
+        """
         async with self._client.pipeline(transaction=True) as pipe:
             pipe.get(self._epoch_key)
             pipe.xinfo_stream(self._log_key)
@@ -241,7 +246,10 @@ class RedisBroker:
                 epoch, info = await pipe.execute()
             except ResponseError:
                 return None
-        return epoch, Position.parse(info["last-generated-id"]), Position.parse(info["max-deleted-entry-id"])
+        lost_before = Position.parse(info["max-deleted-entry-id"])
+        if int(info["entries-added"]) > int(info["length"]) and info.get("first-entry"):
+            lost_before = max(lost_before, Position.parse(info["first-entry"][0]))
+        return epoch, Position.parse(info["last-generated-id"]), lost_before
 
     async def _replay(self, channels: set[str], since: EventId, limit: int) -> Replay:
         state = await self._stream_state()
