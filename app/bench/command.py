@@ -1,0 +1,176 @@
+"""`eventcast bench`: the command-line face of the benchmark (typer options -> RunOptions -> report)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from app.bench import report as report_mod
+from app.bench.measure import PhaseOptions
+from app.bench.run import RunOptions, planned_steps, run_sync
+from app.bench.scenarios import DEFAULT_SCENARIOS, SCENARIOS, BenchConfig
+
+
+def parse_scenarios(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in SCENARIOS]
+    if unknown or not names:
+        raise typer.BadParameter(f"unknown scenario(s) {unknown}; choose from {', '.join(SCENARIOS)}")
+    return names
+
+
+def build_options(
+    *,
+    url: str | None,
+    publish_url: str | None,
+    token: str | None,
+    spawn: bool,
+    workers: int,
+    broker: str | None,
+    scenarios: str,
+    max_clients: int | None,
+    duration: float | None,
+    rate: float | None,
+    baseline: bool,
+    processes: int | None,
+    quick: bool,
+    client: str,
+    events: int | None,
+    storm_clients: int | None,
+    event_bytes: int,
+    pin: bool,
+) -> RunOptions:
+    """Defaults for a full run, or a quick one (seconds, a few hundred clients)."""
+    max_clients = max_clients or (200 if quick else 1000)
+    config = BenchConfig(
+        scenarios=parse_scenarios(scenarios),
+        max_clients=max_clients,
+        duration_s=duration or (2.0 if quick else 10.0),
+        rate=rate,
+        events_per_step=events or (5 if quick else 20),
+        ramp_sustain_s=1.0 if quick else 2.0,
+        storm_clients=storm_clients or min(max_clients, 1000),
+        publish_seconds=1.0 if quick else 3.0,
+        publish_subscribers=min(20 if quick else 100, max_clients),
+        client=client,
+        phase=PhaseOptions(
+            event_bytes=event_bytes,
+            event_timeout_s=1.0 if quick else 2.0,
+            drain_timeout_s=3.0 if quick else 5.0,
+        ),
+        quick=quick,
+    )
+    return RunOptions(
+        config=config,
+        url=url,
+        publish_url=publish_url,
+        token=token,
+        spawn=spawn or not url,
+        workers=workers,
+        broker=broker,
+        baseline=baseline,
+        pin=pin,
+        processes=processes,
+    )
+
+
+def bench(
+    url: Annotated[
+        str | None, typer.Option(help="Gateway to measure, ws://HOST:PORT (default: --spawn one)")
+    ] = None,
+    publish_url: Annotated[
+        str | None, typer.Option(help="POST endpoint (default: derived from --url)")
+    ] = None,
+    token: Annotated[str | None, typer.Option(help="Bearer token for subscribing and publishing")] = None,
+    spawn: Annotated[bool, typer.Option(help="Start a local gateway (the default without --url)")] = False,
+    workers: Annotated[int, typer.Option(help="Workers of the spawned gateway")] = 1,
+    broker: Annotated[str | None, typer.Option(help="Broker URL of the spawned gateway")] = None,
+    scenarios: Annotated[str, typer.Option(help=f"Comma list of {', '.join(SCENARIOS)}")] = ",".join(
+        DEFAULT_SCENARIOS
+    ),
+    max_clients: Annotated[int | None, typer.Option(help="Largest client count (ramp ceiling)")] = None,
+    duration: Annotated[float | None, typer.Option(help="Seconds of the sustained scenario")] = None,
+    rate: Annotated[
+        float | None, typer.Option(help="Events/s while sustained (default: as fast as clients keep up)")
+    ] = None,
+    baseline: Annotated[
+        bool, typer.Option(help="Also run the naive FastAPI broadcast app and print ratios")
+    ] = False,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write every figure to this JSON file")
+    ] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write PNG charts into this directory")] = None,
+    processes: Annotated[
+        int | None, typer.Option(help="Load-generator processes (default: the free cores)")
+    ] = None,
+    quick: Annotated[bool, typer.Option(help="A short run: fewer clients, events and seconds")] = False,
+    client: Annotated[str, typer.Option(help="Subscriber implementation: raw or websockets")] = "raw",
+    events: Annotated[int | None, typer.Option(help="Broadcast events per step")] = None,
+    storm_clients: Annotated[int | None, typer.Option(help="Clients connecting at once in the storm")] = None,
+    event_bytes: Annotated[int, typer.Option(help="Approximate size of one event frame")] = 200,
+    pin: Annotated[
+        bool, typer.Option(help="Pin a spawned server and the load generator to separate cores")
+    ] = True,
+) -> None:
+    """Measure a gateway: connection time, broadcast latency, delivery, deliveries/s and memory."""
+    if client not in ("raw", "websockets"):
+        raise typer.BadParameter("--client must be raw or websockets")
+    options = build_options(
+        url=url,
+        publish_url=publish_url,
+        token=token,
+        spawn=spawn,
+        workers=workers,
+        broker=broker,
+        scenarios=scenarios,
+        max_clients=max_clients,
+        duration=duration,
+        rate=rate,
+        baseline=baseline,
+        processes=processes,
+        quick=quick,
+        client=client,
+        events=events,
+        storm_clients=storm_clients,
+        event_bytes=event_bytes,
+        pin=pin,
+    )
+    console = Console()
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task("starting", total=planned_steps(options))
+        started = [False]
+
+        def advance(description: str) -> None:
+            if started[0]:
+                progress.advance(task)
+            started[0] = True
+            progress.update(task, description=description)
+
+        result = run_sync(options, advance)
+        progress.update(task, completed=planned_steps(options), description="done")
+    report_mod.render(result, console)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=1))
+        console.print(f"JSON written to {json_path}")
+    if plot is not None:
+        from app.bench.plot import write_charts
+
+        for path in write_charts(result, plot):
+            console.print(f"chart {path}")
+    failed = [c for s in result["servers"][:1] for c in (s.get("checks") or []) if c["status"] == "FAIL"]
+    if failed:
+        raise typer.Exit(code=1)

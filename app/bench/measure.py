@@ -1,0 +1,357 @@
+"""Measurement phases: publish in a given pattern to the connected clients, then gather what they saw.
+
+A phase is: tell every worker a new phase id, publish (paced single events, a sustained stream, or a
+publish flood), wait until every live client has caught up (or a timeout), collect the workers' counts and
+histograms, and fold them into one plain dict (the JSON schema of a step). Memory and CPU are sampled
+around it so each step says what the server cost and whether the load generator was saturated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from app.bench import stats
+from app.bench.publisher import HttpPublisher, event_body, padding_for
+from app.bench.server import ServerUnderTest
+from app.bench.workers import Collect, PhaseResult, StartPhase, WorkerPool
+
+POLL_S = 0.002
+SATURATED_PCT = 90.0  # a load process above this share of a core may have limited the measurement
+
+_phase_ids = itertools.count(int(time.time()) % 100000 * 1000)
+
+
+@dataclass
+class PhaseOptions:
+    event_bytes: int = 200
+    event_timeout_s: float = 2.0  # paced mode: longest wait for every client to get one event
+    drain_timeout_s: float = 5.0  # after publishing: longest wait for every client to catch up
+    channel: str = "bench"
+
+
+class MemorySampler:
+    """Samples the server's resident memory in the background and keeps the peak since the last reset."""
+
+    def __init__(self, server: ServerUnderTest) -> None:
+        self.server = server
+        self.peak: int | None = None
+        self.source = "process" if server.spawned else "metrics"
+        self._task: asyncio.Task[None] | None = None
+
+    async def sample(self) -> int | None:
+        value, self.source = await self.server.rss()
+        if value is not None and (self.peak is None or value > self.peak):
+            self.peak = value
+        return value
+
+    async def _run(self) -> None:
+        interval = 0.1 if self.server.spawned else 0.5
+        while True:
+            with contextlib.suppress(Exception):
+                await self.sample()
+            await asyncio.sleep(interval)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+
+    def reset(self) -> None:
+        self.peak = None
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
+@dataclass
+class CpuMeter:
+    """CPU used by the load generator (each worker and the publishing parent) and the spawned server."""
+
+    pool_pids: Sequence[int]
+    server: ServerUnderTest
+    _start: dict[int, float] = field(default_factory=dict)
+    _server_start: float | None = None
+    _wall: float = 0.0
+
+    @staticmethod
+    def _cpu(pid: int) -> float:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            return 0.0
+        return float(times.user + times.system)
+
+    def start(self) -> None:
+        self._wall = time.monotonic()
+        self._start = {pid: self._cpu(pid) for pid in [os.getpid(), *self.pool_pids]}
+        self._server_start = self.server.process_cpu_seconds()
+
+    def stop(self) -> dict[str, Any]:
+        wall = max(1e-6, time.monotonic() - self._wall)
+        load = {pid: (self._cpu(pid) - start) / wall * 100.0 for pid, start in self._start.items()}
+        parent = load.pop(os.getpid(), 0.0)
+        workers = list(load.values())
+        server_now = self.server.process_cpu_seconds()
+        server_pct = None
+        if server_now is not None and self._server_start is not None:
+            server_pct = round((server_now - self._server_start) / wall * 100.0, 1)
+        busiest = max([parent, *workers])
+        return {
+            "load_workers_pct": [round(p, 1) for p in workers],
+            "publisher_pct": round(parent, 1),
+            "load_max_pct": round(busiest, 1),
+            "load_limited": busiest >= SATURATED_PCT,
+            "server_pct": server_pct,
+        }
+
+
+def aggregate(results: Sequence[PhaseResult], expected: int, started_ms: float) -> dict[str, Any]:
+    """Fold the workers' phase results into the step figures (delivery, latency, time to last, throughput)."""
+    clients = sum(r.clients for r in results)
+    total_expected = expected * clients
+    unique = sum(r.unique for r in results)
+    histogram = stats.merge_counts(r.histogram for r in results)
+    latency_sum = sum(r.latency_sum_ms for r in results)
+    latency_max = max((r.latency_max_ms for r in results), default=0.0)
+    latency = stats.summarize_histogram(histogram, latency_max if unique else None, latency_sum)
+    time_to_last: list[float] = []
+    last_arrival = 0.0
+    for seq in range(expected):
+        arrivals = sum(r.arrivals[seq] for r in results if seq < len(r.arrivals))
+        ts = max((r.event_ts[seq] for r in results if seq < len(r.event_ts)), default=0.0)
+        last = max((r.last_arrival[seq] for r in results if seq < len(r.last_arrival)), default=0.0)
+        last_arrival = max(last_arrival, last)
+        if clients and arrivals == clients and ts > 0:
+            time_to_last.append(last - ts)
+    window_s = max(1e-6, (last_arrival - started_ms) / 1000.0) if last_arrival else None
+    return {
+        "clients": clients,
+        "delivery": {
+            "events": expected,
+            "expected": total_expected,
+            "delivered": unique,
+            "lost": sum(r.lost for r in results),
+            "duplicated": sum(r.duplicated for r in results),
+            "out_of_order": sum(r.out_of_order for r in results),
+            "stray": sum(r.stray for r in results),
+            "disconnected_clients": sum(r.disconnected for r in results),
+            "rate": round(unique / total_expected, 6) if total_expected else None,
+        },
+        "latency": latency.as_dict(),
+        "latency_histogram": stats.compress_counts(histogram),
+        "time_to_last": {
+            **stats.summarize_samples(time_to_last).as_dict(),
+            "complete_events": len(time_to_last),
+        },
+        "throughput": {
+            "seconds": round(window_s, 4) if window_s else None,
+            "deliveries_per_s": round(unique / window_s, 1) if window_s else None,
+            "events_per_s": round(expected / window_s, 1) if window_s else None,
+        },
+    }
+
+
+class PhaseRunner:
+    """Runs measurement phases against one server with one worker pool."""
+
+    def __init__(
+        self,
+        server: ServerUnderTest,
+        pool: WorkerPool,
+        options: PhaseOptions,
+        memory: MemorySampler,
+    ) -> None:
+        self.server = server
+        self.pool = pool
+        self.options = options
+        self.memory = memory
+        self.pad = padding_for(options.event_bytes)
+
+    def _publisher(self) -> HttpPublisher:
+        return HttpPublisher(self.server.publish_url, self.server.token)
+
+    def _body(self, phase_id: int, seqs: Sequence[int]) -> bytes:
+        return event_body(self.options.channel, phase_id, seqs, self.pad)
+
+    async def _wait(self, done: Callable[[], bool], timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(POLL_S)
+        return True
+
+    def _reached(self, seq: int) -> Callable[[], bool]:
+        """True once every live client has `seq` (or something later)."""
+        return lambda: self.pool.read_progress().min_max_seq >= seq
+
+    async def _drain(self, expected: int) -> None:
+        """Wait until every live client has every event, or nothing moves for a while, or the timeout."""
+        deadline = time.monotonic() + self.options.drain_timeout_s
+        last_seen = (-2, -2)
+        still_since = time.monotonic()
+        while time.monotonic() < deadline:
+            progress = self.pool.read_progress()
+            if progress.live == 0 or progress.min_unique >= expected:
+                return
+            state = (progress.min_max_seq, progress.min_unique)
+            if state != last_seen:
+                last_seen, still_since = state, time.monotonic()
+            elif progress.min_max_seq >= expected - 1 and time.monotonic() - still_since > 0.5:
+                return  # everybody saw the end; what is missing now is lost
+            await asyncio.sleep(POLL_S * 5)
+
+    async def _phase(self, streams: int, publish: Callable[[int], Any]) -> dict[str, Any]:
+        phase_id = next(_phase_ids)
+        await self.pool.broadcast(StartPhase(phase_id, streams))
+        await asyncio.sleep(0.05)  # let the workers' progress reflect the new phase
+        meter = CpuMeter(self.pool.pids, self.server)
+        self.memory.reset()
+        meter.start()
+        started_ms = time.time() * 1000.0
+        extra: dict[str, Any] = await publish(phase_id)
+        expected = int(extra.pop("events"))
+        await self._drain(expected)
+        cpu = meter.stop()
+        results: list[PhaseResult] = await self.pool.broadcast(Collect(expected))
+        figures = aggregate(results, expected, started_ms)
+        figures["cpu"] = cpu
+        figures["memory_peak_bytes"] = self.memory.peak
+        figures.update(extra)
+        return figures
+
+    async def broadcast(self, events: int) -> dict[str, Any]:
+        """Single events one at a time, each after every client got the previous one: pure fan-out latency."""
+
+        async def publish(phase_id: int) -> dict[str, Any]:
+            publisher = self._publisher()
+            publish_ms: list[float] = []
+            try:
+                for seq in range(events):
+                    publish_ms.append(await publisher.publish(self._body(phase_id, [seq])))
+                    await self._wait(self._reached(seq), self.options.event_timeout_s)
+            finally:
+                await publisher.close()
+            return {
+                "events": events,
+                "mode": "paced",
+                "publish_latency": stats.summarize_samples(publish_ms).as_dict(),
+            }
+
+        return await self._phase(1, publish)
+
+    async def sustained(self, seconds: float, rate: float | None, batch: int = 50) -> dict[str, Any]:
+        """Publish for `seconds`: at `rate` events/s, or (rate None) as fast as the slowest client keeps up."""
+
+        async def publish(phase_id: int) -> dict[str, Any]:
+            publisher = self._publisher()
+            clients = max(1, self.pool.read_progress().live)
+            window = max(50, min(1000, 50_000 // clients))  # events a client may lag behind: bounded bytes
+            sent = 0
+            posts: list[float] = []
+            started = time.monotonic()
+            end = started + seconds
+            try:
+                while time.monotonic() < end:
+                    if rate is not None:
+                        due = int((time.monotonic() - started) * rate) + 1
+                        allowed = min(due - sent, batch)
+                    else:
+                        progress = self.pool.read_progress()
+                        if progress.live == 0:
+                            break
+                        allowed = min(progress.min_max_seq + 1 + window - sent, batch)
+                    if allowed <= 0:
+                        await asyncio.sleep(POLL_S)
+                        continue
+                    posts.append(await publisher.publish(self._body(phase_id, range(sent, sent + allowed))))
+                    sent += allowed
+            finally:
+                await publisher.close()
+            return {
+                "events": sent,
+                "mode": "rate" if rate is not None else "flow-controlled",
+                "target_rate": rate,
+                "batch": batch,
+                "window": None if rate is not None else window,
+                "publish_latency": stats.summarize_samples(posts).as_dict(),
+            }
+
+        return await self._phase(1, publish)
+
+    async def flood(self, seconds: float, concurrency: int, batch: int) -> dict[str, Any]:
+        """HTTP publish throughput: `concurrency` connections posting batches of `batch` as fast as answered."""
+
+        async def publish(phase_id: int) -> dict[str, Any]:
+            latencies: list[list[float]] = [[] for _ in range(concurrency)]
+            counts = [0] * concurrency
+            errors: dict[str, int] = {}
+            end = time.monotonic() + seconds
+
+            rounds = [0] * concurrency
+            publishers = [self._publisher() for _ in range(concurrency)]
+
+            async def post(stream: int, record: bool) -> None:
+                # seq = stream + concurrency * n keeps each publisher's events one ordered stream
+                first = rounds[stream] * batch
+                seqs = [stream + concurrency * (first + k) for k in range(batch)]
+                status, _, latency = await publishers[stream].post(self._body(phase_id, seqs))
+                if status != 202:
+                    errors[f"HTTP {status}"] = errors.get(f"HTTP {status}", 0) + 1
+                    return
+                rounds[stream] += 1
+                if record:
+                    latencies[stream].append(latency)
+                    counts[stream] += batch
+
+            async def flood_one(stream: int) -> None:
+                while time.monotonic() < end:
+                    await post(stream, True)
+
+            async def top_up(stream: int, target: int, deadline: float) -> None:
+                while rounds[stream] < target and time.monotonic() < deadline:
+                    await post(stream, False)
+
+            async def guarded(job: Any) -> None:
+                try:
+                    await job
+                except Exception as error:  # a failing publisher is a figure, not a crash
+                    errors[type(error).__name__] = errors.get(type(error).__name__, 0) + 1
+
+            started = time.monotonic()
+            try:
+                await asyncio.gather(*(guarded(flood_one(i)) for i in range(concurrency)))
+                elapsed = max(1e-6, time.monotonic() - started)
+                # Every stream publishes the same number of batches, so the phase's seqs are exactly 0..n-1.
+                target = max(rounds)
+                deadline = time.monotonic() + self.options.drain_timeout_s
+                await asyncio.gather(*(guarded(top_up(i, target, deadline)) for i in range(concurrency)))
+            finally:
+                await asyncio.gather(*(p.close() for p in publishers))
+            requests = sum(len(x) for x in latencies)
+            return {
+                "events": min(rounds) * batch * concurrency,
+                "events_sent": sum(counts),
+                "mode": "flood",
+                "concurrency": concurrency,
+                "batch": batch,
+                "requests": requests,
+                "requests_per_s": round(requests / elapsed, 1),
+                "published_events_per_s": round(sum(counts) / elapsed, 1),
+                "errors": errors,
+                "request_latency": stats.summarize_samples([x for lst in latencies for x in lst]).as_dict(),
+            }
+
+        return await self._phase(concurrency, publish)

@@ -1,0 +1,256 @@
+"""The scenarios (`targets`, `storm`, `ramp`, `sustained`, `publish`) run against one server.
+
+Each scenario is a short, bounded sequence of steps; a step connects clients (timing every connection),
+measures the server's idle memory, then runs one or more measurement phases (see `measure`). Results are
+plain dicts, the JSON schema documented in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.bench import stats
+from app.bench.measure import MemorySampler, PhaseOptions, PhaseRunner
+from app.bench.server import ServerUnderTest, is_loopback, with_channel
+from app.bench.workers import CloseAll, Connect, ConnectResult, WorkerPool
+
+SCENARIOS = ("targets", "storm", "ramp", "sustained", "publish")
+DEFAULT_SCENARIOS = ("targets", "storm", "ramp", "sustained")
+TARGET_STEPS = (1, 10, 20, 50, 100)
+RAMP_STEPS = (1, 10, 50, 100, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000)
+CLIENTS_PER_SOURCE_ADDRESS = 25000  # below the 28k ephemeral ports one source address has towards one port
+SETTLE_S = 0.5
+
+
+@dataclass
+class BenchConfig:
+    """Every knob of a run (the CLI fills it; tests build it directly)."""
+
+    scenarios: tuple[str, ...] = DEFAULT_SCENARIOS
+    max_clients: int = 1000
+    duration_s: float = 10.0
+    rate: float | None = None
+    processes: int = 1
+    events_per_step: int = 20
+    ramp_sustain_s: float = 2.0
+    storm_clients: int = 1000
+    publish_seconds: float = 3.0
+    publish_concurrency: int = 16
+    publish_subscribers: int = 100
+    connect_timeout_s: float = 10.0
+    connect_concurrency: int = 200
+    client: str = "raw"
+    phase: PhaseOptions = field(default_factory=PhaseOptions)
+    quick: bool = False
+
+    def ramp_steps(self) -> list[int]:
+        steps = [n for n in RAMP_STEPS if n < self.max_clients]
+        return [*steps, self.max_clients]
+
+    def source_addresses(self, ws_url: str) -> tuple[str, ...]:
+        """Extra loopback source addresses once the clients would exhaust one address's ephemeral ports."""
+        largest = max(self.max_clients, self.storm_clients)
+        if not is_loopback(ws_url) or largest <= CLIENTS_PER_SOURCE_ADDRESS:
+            return ()
+        count = math.ceil(largest / CLIENTS_PER_SOURCE_ADDRESS)
+        return tuple(f"127.0.0.{i + 1}" for i in range(count))
+
+    def planned_steps(self) -> int:
+        """How many progress-bar steps the scenarios take against one server."""
+        counts = {
+            "targets": len(TARGET_STEPS),
+            "storm": 1,
+            "ramp": len(self.ramp_steps()),
+            "sustained": 1,
+            "publish": 4,
+        }
+        return sum(counts[name] for name in self.scenarios)
+
+
+Advance = Callable[[str], None]
+
+
+def summarize_connects(results: list[ConnectResult], attempted: int, seconds: float) -> dict[str, Any]:
+    durations = [d for r in results for d in r.connect_ms]
+    failures: Counter[str] = Counter()
+    for r in results:
+        failures.update(r.failures)
+    return {
+        "attempted": attempted,
+        "succeeded": len(durations),
+        "failed": attempted - len(durations),
+        "success_rate": round(len(durations) / attempted, 6) if attempted else None,
+        "errors": dict(failures),
+        "seconds": round(seconds, 4),
+        "per_s": round(len(durations) / seconds, 1) if seconds > 0 else None,
+        **stats.summarize_samples(durations).as_dict(),
+        "samples_ms": [round(d, 3) for d in durations],
+    }
+
+
+class ScenarioRunner:
+    """Runs the configured scenarios against one server; owns the client population."""
+
+    def __init__(
+        self, server: ServerUnderTest, pool: WorkerPool, config: BenchConfig, advance: Advance
+    ) -> None:
+        self.server = server
+        self.pool = pool
+        self.config = config
+        self.advance = advance
+        self.memory = MemorySampler(server)
+        self.phases = PhaseRunner(server, pool, config.phase, self.memory)
+        self.url = with_channel(server.ws_url, config.phase.channel)
+        self.sources = config.source_addresses(server.ws_url)
+        self.clients = 0
+        self.idle_rss: int | None = None
+
+    async def connect(self, total: int, concurrency: int | None = None) -> dict[str, Any]:
+        """Grow the population to `total` clients; returns the connection figures of the new ones."""
+        wanted = max(0, total - self.clients)
+        template = Connect(
+            wanted,
+            self.url,
+            self.server.token,
+            self.config.connect_timeout_s,
+            concurrency or self.config.connect_concurrency,
+            self.sources,
+            self.config.client,
+        )
+        started = time.monotonic()
+        results = await self.pool.connect(
+            wanted, template, timeout=self.config.connect_timeout_s * 4 + wanted / 100
+        )
+        figures = summarize_connects(results, wanted, time.monotonic() - started)
+        self.clients = self.pool_live(results)
+        return figures
+
+    @staticmethod
+    def pool_live(results: list[ConnectResult]) -> int:
+        return sum(r.live for r in results)
+
+    async def close_all(self) -> None:
+        await self.pool.broadcast(CloseAll(), timeout=60.0)
+        self.clients = 0
+        await asyncio.sleep(SETTLE_S)
+
+    async def memory_step(self, clients: int) -> dict[str, Any]:
+        await asyncio.sleep(SETTLE_S)
+        rss = await self.memory.sample()
+        per_client = None
+        if rss is not None and self.idle_rss is not None and clients:
+            per_client = round((rss - self.idle_rss) / clients, 1)
+        server_connections = await self.server.server_connections()
+        return {
+            "idle_rss_bytes": self.idle_rss,
+            "rss_bytes": rss,
+            "per_client_bytes": per_client,
+            "source": self.memory.source,
+            "server_connections": server_connections,
+        }
+
+    async def step(self, clients: int, fresh: bool, sustain_s: float | None) -> dict[str, Any]:
+        if fresh:
+            await self.close_all()
+        connect = await self.connect(clients)
+        memory = await self.memory_step(self.clients)
+        broadcast = await self.phases.broadcast(self.config.events_per_step)
+        memory["peak_rss_bytes"] = broadcast.pop("memory_peak_bytes")
+        step: dict[str, Any] = {
+            "clients": clients,
+            "connected": self.clients,
+            "connect": connect,
+            "memory": memory,
+            "broadcast": broadcast,
+            "sustained": None,
+        }
+        if sustain_s:
+            sustained = await self.phases.sustained(sustain_s, self.config.rate)
+            peak = sustained.pop("memory_peak_bytes")
+            if peak is not None and (memory["peak_rss_bytes"] or 0) < peak:
+                memory["peak_rss_bytes"] = peak
+            step["sustained"] = sustained
+        return step
+
+    async def run(self) -> dict[str, Any]:
+        self.memory.start()
+        try:
+            await asyncio.sleep(SETTLE_S)
+            self.idle_rss = await self.memory.sample()
+            results: dict[str, Any] = {}
+            for name in self.config.scenarios:
+                results[name] = await getattr(self, f"scenario_{name}")()
+            await self.close_all()
+            return {"idle_rss_bytes": self.idle_rss, "scenarios": results}
+        finally:
+            await self.memory.stop()
+
+    # scenarios ------------------------------------------------------------------------------------------------
+    async def scenario_targets(self) -> dict[str, Any]:
+        steps = []
+        for clients in TARGET_STEPS:
+            self.advance(f"{self.server.label}: targets, {clients} clients")
+            steps.append(await self.step(clients, fresh=True, sustain_s=None))
+        return {"steps": steps}
+
+    async def scenario_storm(self) -> dict[str, Any]:
+        clients = self.config.storm_clients
+        self.advance(f"{self.server.label}: storm, {clients} clients at once")
+        await self.close_all()
+        connect = await self.connect(clients, concurrency=clients)
+        memory = await self.memory_step(self.clients)
+        broadcast = await self.phases.broadcast(min(5, self.config.events_per_step))
+        memory["peak_rss_bytes"] = broadcast.pop("memory_peak_bytes")
+        return {
+            "clients": clients,
+            "connected": self.clients,
+            "connect": connect,
+            "memory": memory,
+            "broadcast": broadcast,
+        }
+
+    async def scenario_ramp(self) -> dict[str, Any]:
+        await self.close_all()
+        steps = []
+        for clients in self.config.ramp_steps():
+            self.advance(f"{self.server.label}: ramp, {clients} clients")
+            steps.append(await self.step(clients, fresh=False, sustain_s=self.config.ramp_sustain_s))
+        return {"steps": steps}
+
+    async def scenario_sustained(self) -> dict[str, Any]:
+        clients = self.config.max_clients
+        self.advance(f"{self.server.label}: sustained, {clients} clients for {self.config.duration_s:g}s")
+        connect = await self.connect(clients)
+        memory = await self.memory_step(self.clients)
+        sustained = await self.phases.sustained(self.config.duration_s, self.config.rate)
+        memory["peak_rss_bytes"] = sustained.pop("memory_peak_bytes")
+        return {
+            "clients": clients,
+            "connected": self.clients,
+            "connect": connect,
+            "memory": memory,
+            "sustained": sustained,
+        }
+
+    async def scenario_publish(self) -> dict[str, Any]:
+        runs = []
+        subscribers = min(self.config.publish_subscribers, self.config.max_clients)
+        for with_subscribers in (0, subscribers):
+            await self.close_all()
+            if with_subscribers:
+                await self.connect(with_subscribers)
+            for batch in (1, 100):
+                self.advance(f"{self.server.label}: publish, batch {batch}, {with_subscribers} subscribers")
+                figures = await self.phases.flood(
+                    self.config.publish_seconds, self.config.publish_concurrency, batch
+                )
+                figures["subscribers"] = with_subscribers
+                figures["memory_peak_bytes"] = figures.pop("memory_peak_bytes")
+                runs.append(figures)
+        return {"runs": runs, "engine": self.server.broker}

@@ -1,0 +1,252 @@
+"""The servers under test: spawn a local gateway or the naive baseline, or point at a remote one; probe their
+readiness, memory and CPU.
+
+Memory comes from the process tree (psutil, summing uvicorn's supervisor and workers) when the bench spawned
+the server, and from `process_resident_memory_bytes` in `/metrics` otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import psutil
+
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def http_base(ws_url: str) -> str:
+    """http(s)://host:port of a ws(s):// URL."""
+    parts = urlsplit(ws_url)
+    scheme = "https" if parts.scheme == "wss" else "http"
+    return urlunsplit((scheme, parts.netloc, "", "", ""))
+
+
+def with_channel(ws_url: str, channel: str) -> str:
+    """The subscribe URL for one channel (the path defaults to /ws/events)."""
+    parts = urlsplit(ws_url)
+    path = parts.path if parts.path not in ("", "/") else "/ws/events"
+    return urlunsplit((parts.scheme, parts.netloc, path, f"channels={channel}", ""))
+
+
+def parse_metric(text: str, name: str) -> float | None:
+    """Sum of every sample of `name` in a Prometheus text exposition (workers report one sample each)."""
+    total: float | None = None
+    for line in text.splitlines():
+        if not line.startswith(name):
+            continue
+        rest = line[len(name) :]
+        if rest and rest[0] not in " {":
+            continue
+        with contextlib.suppress(ValueError, IndexError):
+            total = (total or 0.0) + float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@dataclass
+class ServerUnderTest:
+    """One server the scenarios run against."""
+
+    label: str  # "eventcast" or "baseline"
+    ws_url: str
+    publish_url: str
+    token: str | None = None
+    process: subprocess.Popen[bytes] | None = None
+    workers: int = 1
+    broker: str | None = None
+    log_path: Path | None = None
+    cpus: Sequence[int] | None = None
+    has_metrics: bool = True
+    _client: httpx.AsyncClient | None = field(default=None, repr=False)
+
+    @property
+    def spawned(self) -> bool:
+        return self.process is not None
+
+    @property
+    def base_url(self) -> str:
+        return http_base(self.ws_url)
+
+    def http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+            self._client = httpx.AsyncClient(base_url=self.base_url, timeout=5.0, headers=headers)
+        return self._client
+
+    def _tree(self) -> list[psutil.Process]:
+        if self.process is None:
+            return []
+        try:
+            root = psutil.Process(self.process.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    def process_rss(self) -> int | None:
+        tree = self._tree()
+        if not tree:
+            return None
+        total = 0
+        for proc in tree:
+            with contextlib.suppress(psutil.Error):
+                total += proc.memory_info().rss
+        return total
+
+    def process_cpu_seconds(self) -> float | None:
+        tree = self._tree()
+        if not tree:
+            return None
+        total = 0.0
+        for proc in tree:
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                total += times.user + times.system
+        return total
+
+    async def metrics_text(self) -> str | None:
+        if not self.has_metrics:
+            return None
+        try:
+            response = await self.http().get("/metrics")
+        except httpx.HTTPError:
+            return None
+        if response.status_code != 200:
+            self.has_metrics = False
+            return None
+        return response.text
+
+    async def rss(self) -> tuple[int | None, str]:
+        """Resident memory of the whole server and where it came from ("process" or "metrics")."""
+        if self.spawned:
+            return self.process_rss(), "process"
+        text = await self.metrics_text()
+        value = parse_metric(text, "process_resident_memory_bytes") if text else None
+        return (int(value) if value is not None else None), "metrics"
+
+    async def server_connections(self) -> int | None:
+        text = await self.metrics_text()
+        value = parse_metric(text, "eventcast_connections") if text else None
+        return int(value) if value is not None else None
+
+    async def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout_s
+        last = "no answer"
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"{self.label} exited with {self.process.returncode}: {self.log_tail()}")
+            try:
+                response = await self.http().get("/readyz")
+                if response.status_code == 200:
+                    return
+                last = f"/readyz {response.status_code}"
+            except httpx.HTTPError as error:
+                last = type(error).__name__
+            await asyncio.sleep(0.1)
+        raise RuntimeError(
+            f"{self.label} at {self.base_url} not ready after {timeout_s}s ({last}) {self.log_tail()}"
+        )
+
+    def log_tail(self, lines: int = 20) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    async def stop(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while process.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5.0)
+
+
+def _spawn(
+    label: str, argv: list[str], port: int, cpus: Sequence[int] | None, env: dict[str, str]
+) -> ServerUnderTest:
+    log = Path(tempfile.mkstemp(prefix=f"eventcast-bench-{label}-", suffix=".log")[1])
+    pinned = set(cpus) if cpus else None
+
+    def before_exec() -> None:
+        if pinned:
+            with contextlib.suppress(OSError, AttributeError):
+                os.sched_setaffinity(0, pinned)
+
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            argv,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **env},
+            start_new_session=True,  # one process group, so stop() reaches uvicorn's workers too
+            preexec_fn=before_exec,
+        )
+    ws_url = f"ws://127.0.0.1:{port}/ws/events"
+    return ServerUnderTest(
+        label, ws_url, f"http://127.0.0.1:{port}/events", process=process, log_path=log, cpus=cpus
+    )
+
+
+def spawn_gateway(
+    workers: int = 1, broker: str | None = None, cpus: Sequence[int] | None = None, port: int | None = None
+) -> ServerUnderTest:
+    """Start `eventcast serve` on 127.0.0.1 and a free port."""
+    port = port or free_port()
+    argv = [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--workers", str(workers)]
+    if broker:
+        argv += ["--broker", broker]
+    server = _spawn("eventcast", argv, port, cpus, {})
+    server.workers = workers
+    server.broker = broker or "memory://"
+    return server
+
+
+def spawn_baseline(cpus: Sequence[int] | None = None, port: int | None = None) -> ServerUnderTest:
+    """Start the naive FastAPI broadcast app (app.bench.baseline) on 127.0.0.1 and a free port."""
+    port = port or free_port()
+    argv = [sys.executable, "-m", "app.bench.baseline", "--host", "127.0.0.1", "--port", str(port)]
+    server = _spawn("baseline", argv, port, cpus, {})
+    server.has_metrics = False
+    return server
+
+
+def remote(ws_url: str, publish_url: str | None, token: str | None) -> ServerUnderTest:
+    """A server the bench did not start (memory from its /metrics)."""
+    if not ws_url.startswith(("ws://", "wss://")):
+        raise ValueError(f"--url must be ws:// or wss://, got {ws_url!r}")
+    publish = publish_url or http_base(ws_url) + "/events"
+    return ServerUnderTest("eventcast", ws_url, publish, token=token)
+
+
+def is_loopback(ws_url: str) -> bool:
+    host = urlsplit(ws_url).hostname or ""
+    return host == "localhost" or host.startswith("127.")
