@@ -1,0 +1,234 @@
+"""Redis-only behaviour of the Redis engine, against a real redis-server we can kill and restart."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from app.broker.base import BrokerUnavailable
+from app.broker.redis import RedisBroker
+from app.protocol import EventId, EventIn, Position, now_ms
+from tests.broker.conftest import PREFIX, Recorder, wait_until
+from tests.servers import RedisServer
+
+LOG_KEY = f"{PREFIX}:log"
+
+Factory = Callable[[RedisServer], Awaitable[tuple[RedisBroker, Recorder]]]
+
+
+def ev(channel: str, n: int) -> EventIn:
+    return EventIn(channel, "test.event", {"n": n}, now_ms())
+
+
+@pytest.fixture
+async def make_redis_broker() -> AsyncIterator[Factory]:
+    started: list[RedisBroker] = []
+
+    async def make(server: RedisServer) -> tuple[RedisBroker, Recorder]:
+        broker = RedisBroker(
+            server.url, prefix=PREFIX, max_events=10_000, max_age_seconds=3600.0, retry_seconds=0.05
+        )
+        recorder = Recorder()
+        await broker.start(recorder, recorder.on_state)
+        started.append(broker)
+        return broker, recorder
+
+    yield make
+    for broker in started:
+        await broker.stop()
+
+
+@pytest.fixture
+def aof_server() -> Iterator[RedisServer]:
+    server = RedisServer(appendonly=True)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def raw(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    client: aioredis.Redis = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+async def test_redis_restarted_empty_gives_epoch_changed_and_live_delivery_continues(
+    redis_server: RedisServer, make_redis_broker: Factory
+) -> None:
+    broker, rec = await make_redis_broker(redis_server)
+    await broker.subscribe("a")
+    old = await broker.publish([ev("a", i) for i in range(5)])
+    await rec.wait_for_ids(old)
+    old_epoch = broker.epoch
+
+    redis_server.restart(wipe=True)
+
+    # Old ids cannot be resumed: the history they point into is gone.
+    async def old_id_refused() -> bool:
+        try:
+            replay = await broker.replay(["a"], EventId.parse(old[0]), 1000)
+        except BrokerUnavailable:
+            return False
+        assert replay.recovered is False
+        return replay.reason == "epoch_changed"
+
+    await wait_until_async(old_id_refused, what="replay of an old id after restart")
+
+    # New events reach the listener without restarting the broker, with ids of the new epoch.
+    new = await publish_when_up(broker, [ev("a", 100 + i) for i in range(5)])
+    await rec.wait_for_ids(new)
+    assert rec.ids[-5:] == new
+    assert [e.data["n"] for e in rec.events[-5:]] == [100, 101, 102, 103, 104]
+    new_epoch = EventId.parse(new[0]).epoch
+    assert new_epoch != old_epoch
+    await wait_until(lambda: broker.epoch == new_epoch, what="broker to learn the new epoch")
+    assert {e.id.split(".")[0] for e in rec.events[-5:]} == {new_epoch}
+    replay = await broker.replay(["a"], EventId.parse(new[0]), 1000)
+    assert replay.recovered and [e.id for e in replay.events] == new[1:]
+    # The same old id is still refused (never silently resumed in the new log).
+    again = await broker.replay(["a"], EventId.parse(old[-1]), 1000)
+    assert (again.recovered, again.reason) == (False, "epoch_changed")
+
+
+async def test_redis_killed_publish_fails_fast_then_recovers(
+    redis_server: RedisServer, make_redis_broker: Factory
+) -> None:
+    broker, rec = await make_redis_broker(redis_server)
+    await broker.subscribe("a")
+    assert broker.is_up
+    assert await broker.ping() is True
+    before = await broker.publish([ev("a", 0)])
+    await rec.wait_for_ids(before)
+
+    redis_server.kill()
+
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailable):
+        await broker.publish([ev("a", 1)])
+    assert time.monotonic() - started < 10, "publish must fail fast, not hang"
+    assert broker.is_up is False
+    assert await broker.ping() is False
+    assert rec.states[-1] is False
+    with pytest.raises(BrokerUnavailable):
+        await broker.replay(["a"], EventId.parse(before[0]), 10)
+
+    redis_server.restart(wipe=False)  # no AOF: comes back empty, but reachable
+
+    after = await publish_when_up(broker, [ev("a", 2)])
+    await wait_until(lambda: broker.is_up, what="is_up after restart")
+    assert await broker.ping() is True
+    assert rec.states[-1] is True
+    await rec.wait_for_ids(after)
+    assert rec.events[-1].data == {"n": 2}
+    assert rec.ids[-1] == after[0]  # the live id carries the new epoch, as the publisher was told
+
+
+async def test_history_survives_restart_with_aof(aof_server: RedisServer, make_redis_broker: Factory) -> None:
+    broker, rec = await make_redis_broker(aof_server)
+    await broker.subscribe("a")
+    ids = await broker.publish([ev("a", i) for i in range(10)])
+    await rec.wait_for_ids(ids)
+    epoch = broker.epoch
+
+    aof_server.restart(wipe=False)
+
+    async def recovered() -> bool:
+        try:
+            replay = await broker.replay(["a"], EventId.parse(ids[2]), 1000)
+        except BrokerUnavailable:
+            return False
+        assert replay.recovered, replay.reason
+        assert [e.id for e in replay.events] == ids[3:]
+        return True
+
+    await wait_until_async(recovered, what="replay after an AOF restart")
+    more = await publish_when_up(broker, [ev("a", 10)])
+    assert EventId.parse(more[0]).epoch == epoch
+    await rec.wait_for_ids(more)
+    # Nothing redelivered after reconnecting: the old events came once, then the new one.
+    assert rec.ids == ids + more
+
+
+async def test_direct_producer_xadd_is_delivered_with_ts_from_id(
+    redis_server: RedisServer, raw: aioredis.Redis, make_redis_broker: Factory
+) -> None:
+    broker, rec = await make_redis_broker(redis_server)
+    await broker.subscribe("direct")
+    payload = {"nested": {"x": [1, 2, 3]}, "text": "héllo ✓"}
+    entry_id = await raw.xadd(
+        LOG_KEY, {"channel": "direct", "type": "ext.created", "data": json.dumps(payload)}
+    )
+    await wait_until(lambda: len(rec.events) == 1, what="a directly produced event")
+    event = rec.events[0]
+    assert event.id == f"{broker.epoch}.{entry_id}"
+    assert event.channel == "direct"
+    assert event.type == "ext.created"
+    assert event.data == payload
+    assert event.ts == float(Position.parse(entry_id).ms)
+    assert json.loads(event.frame("eventcast.v1.json")) == event.as_dict()
+    # Direct entries share the log with published ones: they can be resumed from and through.
+    published = await broker.publish([ev("direct", 1)])
+    await rec.wait_for_ids(published)
+    second = await raw.xadd(LOG_KEY, {"channel": "direct", "type": "ext.updated", "data": "7"})
+    await wait_until(lambda: len(rec.events) == 3, what="second direct event")
+    replay = await broker.replay(["direct"], EventId.parse(event.id), 10)
+    assert replay.recovered
+    assert [e.id for e in replay.events] == [published[0], f"{broker.epoch}.{second}"]
+    assert rec.events[2].data == 7
+
+
+async def test_direct_producer_invalid_json_arrives_as_string(
+    redis_server: RedisServer, raw: aioredis.Redis, make_redis_broker: Factory
+) -> None:
+    broker, rec = await make_redis_broker(redis_server)
+    await broker.subscribe("direct")
+    for text in ("not json {", "hello world", "{'single': 'quotes'}"):
+        await raw.xadd(LOG_KEY, {"channel": "direct", "type": "ext.text", "data": text})
+    await raw.xadd(LOG_KEY, {"channel": "direct", "type": "ext.text"})  # no data at all
+    await wait_until(lambda: len(rec.events) == 4, what="four direct events")
+    assert [e.data for e in rec.events] == ["not json {", "hello world", "{'single': 'quotes'}", None]
+    for event in rec.events:
+        assert json.loads(event.frame("eventcast.v1.json")) == event.as_dict()
+
+
+async def test_direct_producer_other_channel_is_not_delivered(
+    redis_server: RedisServer, raw: aioredis.Redis, make_redis_broker: Factory
+) -> None:
+    broker, rec = await make_redis_broker(redis_server)
+    await broker.subscribe("direct")
+    await raw.xadd(LOG_KEY, {"channel": "elsewhere", "type": "t", "data": "1"})
+    last = await raw.xadd(LOG_KEY, {"channel": "direct", "type": "t", "data": "2"})
+    await wait_until(lambda: len(rec.events) == 1, what="one direct event")
+    assert rec.events[0].id.endswith(last)
+    await wait_until(lambda: broker.position == Position.parse(last), what="position at the last entry")
+
+
+# ------------------------------------------------------------------------------------ helpers
+async def wait_until_async(
+    predicate: Callable[[], Awaitable[bool]], timeout: float = 15.0, what: str = ""
+) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def publish_when_up(broker: RedisBroker, events: list[EventIn], timeout: float = 15.0) -> list[str]:
+    """Publish, retrying (bounded) while the broker still reports the outage."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            return await broker.publish(events)
+        except BrokerUnavailable:
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.05)
