@@ -1,0 +1,472 @@
+"""Unit tests of the sans-I/O protocol layer (app/protocol.py): no sockets, no broker."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgpack
+import pytest
+
+from app.protocol import (
+    DEFAULT_CHANNEL,
+    SUBPROTOCOL_JSON,
+    SUBPROTOCOL_MSGPACK,
+    CloseCode,
+    Event,
+    EventFilter,
+    EventId,
+    Position,
+    ProtocolError,
+    PublishError,
+    encode_control,
+    parse_channels,
+    parse_control,
+    parse_publish_body,
+)
+
+_DEFAULT: Any = object()
+
+
+def make_event(
+    type_: str = "node.created", data: Any = _DEFAULT, *, channel: str = "a", ts: float = 1700000000123.5
+) -> Event:
+    position = Position(1700000000123, 7)
+    return Event(
+        id=f"ab12cd34.{position}",
+        position=position,
+        channel=channel,
+        type=type_,
+        data_json=json.dumps(
+            {"n": 1} if data is _DEFAULT else data, separators=(",", ":"), ensure_ascii=False
+        ),
+        ts=ts,
+    )
+
+
+def bad_request(exc: pytest.ExceptionInfo[ProtocolError]) -> None:
+    assert exc.value.code == CloseCode.BAD_REQUEST == 4400
+    assert exc.value.reason
+    assert len(exc.value.reason.encode()) <= 123  # fits a WebSocket close frame
+
+
+# ------------------------------------------------------------------------------------ close codes
+def test_close_codes_match_the_contract() -> None:
+    assert {c.name: int(c) for c in CloseCode} == {
+        "NORMAL": 1000,
+        "POLICY": 1008,
+        "TOO_BIG": 1009,
+        "INTERNAL_ERROR": 1011,
+        "SERVICE_RESTART": 1012,
+        "TRY_AGAIN_LATER": 1013,
+        "BAD_REQUEST": 4400,
+        "UNAUTHENTICATED": 4401,
+        "FORBIDDEN": 4403,
+        "SLOW_CONSUMER": 4008,
+    }
+
+
+def test_protocol_error_reason_is_truncated() -> None:
+    err = ProtocolError(CloseCode.BAD_REQUEST, "x" * 500)
+    assert len(err.reason) == 120
+
+
+# ------------------------------------------------------------------------------------ ids
+@pytest.mark.parametrize(
+    "text", ["ab12cd34.1700000000123-0", "e.0-0", "EPOCH9.1-18446744073709551615", "0.123-45"]
+)
+def test_event_id_round_trips(text: str) -> None:
+    parsed = EventId.parse(text)
+    assert str(parsed) == text
+    assert EventId.parse(str(parsed)) == parsed
+
+
+def test_event_id_parts() -> None:
+    parsed = EventId.parse("ab12cd34.1700000000123-7")
+    assert parsed.epoch == "ab12cd34"
+    assert parsed.position == Position(1700000000123, 7)
+    assert str(EventId("ab12cd34", Position(5, 6))) == "ab12cd34.5-6"
+
+
+def test_positions_order_like_stream_ids() -> None:
+    assert Position(1, 9) < Position(2, 0) < Position(2, 1)
+    assert Position.parse("10-2") == Position(10, 2)
+    assert str(Position(10, 2)) == "10-2"
+    assert sorted([Position(2, 0), Position(1, 10), Position(1, 2)]) == [
+        Position(1, 2),
+        Position(1, 10),
+        Position(2, 0),
+    ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "abc",
+        "1700000000123-0",  # a bare stream id: no epoch
+        ".1-0",
+        "ep.",
+        "ep.12",
+        "ep.12-",
+        "ep.-3",
+        "ep.1-2-3",
+        "ep.1-2.3",
+        "ep.a-b",
+        "ep.-1-2",
+        "ep.1- 2",
+        "e-p.1-2",
+        "e p.1-2",
+        " ep.1-2",
+        "ep.1-2 ",
+        "ep.1-²",
+        "e" * 70 + ".1000000000000-0",  # too long
+        "ep.1e3-0",
+        "ep.0x1-0",
+        "ep.1_000-0",
+    ],
+)
+def test_bad_event_ids_are_refused_with_4400(text: str) -> None:
+    with pytest.raises(ProtocolError) as exc:
+        EventId.parse(text)
+    bad_request(exc)
+
+
+def test_position_parse_raises_value_error() -> None:
+    for text in ("", "1", "1-", "-1", "a-1", "1-b"):
+        with pytest.raises(ValueError):
+            Position.parse(text)
+
+
+# ------------------------------------------------------------------------------------ channels
+@pytest.mark.parametrize("raw", [None, "", "   "])
+def test_parse_channels_defaults(raw: str | None) -> None:
+    assert parse_channels(raw) == [DEFAULT_CHANNEL] == ["default"]
+
+
+def test_parse_channels_keeps_order_and_dedups() -> None:
+    assert parse_channels("b,a,b,c,a") == ["b", "a", "c"]
+    assert parse_channels(" a , b ") == ["a", "b"]
+    assert parse_channels("orders:eu/1,user@x,a_b-c.d") == ["orders:eu/1", "user@x", "a_b-c.d"]
+    assert parse_channels("x" * 200) == ["x" * 200]
+
+
+@pytest.mark.parametrize(
+    "raw", ["a b", "a,b c", "a#", "ch*", "ch?", "caf\u00e9", "x" * 201, "a,\u0000", "a;b", "a\nb"]
+)
+def test_parse_channels_rejects_invalid_names(raw: str) -> None:
+    with pytest.raises(ProtocolError) as exc:
+        parse_channels(raw)
+    bad_request(exc)
+
+
+# ------------------------------------------------------------------------------------ filters
+def test_type_globs() -> None:
+    f = EventFilter.build(["edge.*"], None)
+    assert f.matches(make_event("edge.created"))
+    assert f.matches(make_event("edge.deleted.soft"))
+    assert not f.matches(make_event("edge"))
+    assert not f.matches(make_event("node.created"))
+    assert not f.matches(make_event("xedge.created"))  # globs match the whole type
+    assert not f.matches(make_event("Edge.created"))  # case-sensitive
+
+
+def test_several_globs_any_may_match() -> None:
+    f = EventFilter.build(["node.created", "edge.*", "user.?"], None)
+    assert f.matches(make_event("node.created"))
+    assert not f.matches(make_event("node.created.x"))
+    assert not f.matches(make_event("node.deleted"))
+    assert f.matches(make_event("edge.x"))
+    assert f.matches(make_event("user.a"))
+    assert not f.matches(make_event("user.ab"))
+    assert EventFilter.build(["*"], None).matches(make_event("anything.at:all"))
+
+
+def test_empty_filter_matches_everything() -> None:
+    f = EventFilter.build(None, None)
+    assert f.is_empty
+    assert f.matches(make_event("x", "not an object"))
+    assert EventFilter.build([], {}).is_empty
+    assert not EventFilter.build(["a"], None).is_empty
+    assert not EventFilter.build(None, {"a": 1}).is_empty
+
+
+@pytest.mark.parametrize(
+    ("expected", "data", "matches"),
+    [
+        (1, {"n": 1}, True),
+        (1, {"n": "1"}, False),
+        (1, {"n": True}, False),
+        ("1", {"n": "1"}, True),
+        ("1", {"n": 1}, False),
+        (True, {"n": True}, True),
+        (True, {"n": 1}, False),
+        (True, {"n": "true"}, False),
+        (False, {"n": 0}, False),
+        (0, {"n": False}, False),
+        (None, {"n": None}, True),
+        (None, {}, False),
+        (1, {}, False),
+        (1, {"n": [1]}, False),
+        (1.5, {"n": 1.5}, True),
+    ],
+)
+def test_where_equality_is_type_strict(expected: Any, data: Any, matches: bool) -> None:
+    f = EventFilter.build(None, {"n": expected})
+    assert f.matches(make_event("t", data)) is matches
+
+
+def test_where_needs_an_object_and_all_fields() -> None:
+    f = EventFilter.build(None, {"kind": "a", "n": 2})
+    assert f.matches(make_event("t", {"kind": "a", "n": 2, "other": [1]}))
+    assert not f.matches(make_event("t", {"kind": "a", "n": 3}))
+    assert not f.matches(make_event("t", {"kind": "a"}))
+    assert not f.matches(make_event("t", [{"kind": "a", "n": 2}]))
+    assert not f.matches(make_event("t", "kind=a"))
+    assert not f.matches(make_event("t", None))
+    assert not f.matches(make_event("t", {"nested": {"kind": "a", "n": 2}}))  # top-level only
+
+
+def test_types_and_where_combine() -> None:
+    f = EventFilter.build(["edge.*"], {"n": 1})
+    assert f.matches(make_event("edge.x", {"n": 1}))
+    assert not f.matches(make_event("node.x", {"n": 1}))
+    assert not f.matches(make_event("edge.x", {"n": 2}))
+
+
+@pytest.mark.parametrize(
+    "types", [[""], ["edge.[ab]"], ["a b"], [5], [None], [["edge.*"]], ["x" * 201], ["edge.*", "bad glob"]]
+)
+def test_invalid_globs_are_rejected(types: list[Any]) -> None:
+    with pytest.raises(ProtocolError) as exc:
+        EventFilter.build(types, None)
+    bad_request(exc)
+
+
+@pytest.mark.parametrize("where", [{"a b": 1}, {"": 1}, {1: 1}, {"n": {"x": 1}}, {"n": [1]}, {"x" * 101: 1}])
+def test_invalid_where_is_rejected(where: dict[Any, Any]) -> None:
+    with pytest.raises(ProtocolError) as exc:
+        EventFilter.build(None, where)
+    bad_request(exc)
+
+
+def test_filter_from_query() -> None:
+    f = EventFilter.from_query("node.created, edge.* ,", ["n=3", "ok=true", "name=bob", "f=1.5", "z=null"])
+    assert f.types == ("node.created", "edge.*")
+    assert dict(f.where) == {"n": 3, "ok": True, "name": "bob", "f": 1.5, "z": None}
+    assert f.matches(make_event("edge.a", {"n": 3, "ok": True, "name": "bob", "f": 1.5, "z": None}))
+    assert not f.matches(make_event("edge.a", {"n": "3", "ok": True, "name": "bob", "f": 1.5, "z": None}))
+    # Values that are not scalars in JSON compare as the raw string.
+    g = EventFilter.from_query(None, ["q=[1,2]", "e=a=b"])
+    assert dict(g.where) == {"q": "[1,2]", "e": "a=b"}
+    assert EventFilter.from_query(None, []).is_empty
+    assert EventFilter.from_query("", []).is_empty
+
+
+@pytest.mark.parametrize(
+    ("types", "where"), [(None, ["novalue"]), (None, ["=v"]), ("edge.[x]", []), (None, ["a b=1"])]
+)
+def test_filter_from_bad_query(types: str | None, where: list[str]) -> None:
+    with pytest.raises(ProtocolError) as exc:
+        EventFilter.from_query(types, where)
+    bad_request(exc)
+
+
+# ------------------------------------------------------------------------------------ control
+def test_parse_control_valid() -> None:
+    msg = parse_control('{"op": "filter", "types": ["edge.*"], "where": {"n": 1}}', SUBPROTOCOL_JSON)
+    assert msg == {"op": "filter", "types": ["edge.*"], "where": {"n": 1}}
+    assert parse_control('{"op": "filter"}', SUBPROTOCOL_JSON)["op"] == "filter"
+    assert parse_control(b'{"op": "ping"}', SUBPROTOCOL_JSON) == {"op": "ping"}
+    packed = msgpack.packb({"op": "filter", "types": ["a"], "where": {}})
+    assert parse_control(packed, SUBPROTOCOL_MSGPACK) == {"op": "filter", "types": ["a"], "where": {}}
+    # A msgpack connection may still send a text (JSON) frame.
+    assert parse_control('{"op": "ping"}', SUBPROTOCOL_MSGPACK) == {"op": "ping"}
+
+
+@pytest.mark.parametrize(
+    ("message", "subprotocol"),
+    [
+        ("", SUBPROTOCOL_JSON),
+        ("{", SUBPROTOCOL_JSON),
+        ("{'op': 'ping'}", SUBPROTOCOL_JSON),
+        ("not json", SUBPROTOCOL_JSON),
+        (b"\xff\xfe", SUBPROTOCOL_JSON),
+        ("[" * 100_000, SUBPROTOCOL_JSON),
+        (b"\xc1", SUBPROTOCOL_MSGPACK),
+        (b"\x92\x01", SUBPROTOCOL_MSGPACK),  # truncated array
+    ],
+)
+def test_parse_control_malformed(message: str | bytes, subprotocol: str) -> None:
+    with pytest.raises(ProtocolError) as exc:
+        parse_control(message, subprotocol)
+    bad_request(exc)
+
+
+@pytest.mark.parametrize("message", ["[]", '["filter"]', '"filter"', "5", "null", "true"])
+def test_parse_control_non_object(message: str) -> None:
+    with pytest.raises(ProtocolError) as exc:
+        parse_control(message, SUBPROTOCOL_JSON)
+    bad_request(exc)
+
+
+@pytest.mark.parametrize(
+    "message",
+    ["{}", '{"op": "subscribe"}', '{"op": null}', '{"op": 1}', '{"op": "FILTER"}', '{"type": "filter"}'],
+)
+def test_parse_control_unknown_op(message: str) -> None:
+    with pytest.raises(ProtocolError) as exc:
+        parse_control(message, SUBPROTOCOL_JSON)
+    bad_request(exc)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        '{"op": "filter", "types": "edge.*"}',
+        '{"op": "filter", "types": {"a": 1}}',
+        '{"op": "filter", "types": null}',
+        '{"op": "filter", "where": ["n", 1]}',
+        '{"op": "filter", "where": "n=1"}',
+        '{"op": "filter", "where": null}',
+    ],
+)
+def test_parse_control_bad_filter_shape(message: str) -> None:
+    with pytest.raises(ProtocolError) as exc:
+        parse_control(message, SUBPROTOCOL_JSON)
+    bad_request(exc)
+
+
+# ------------------------------------------------------------------------------------ publish
+def publish_error(body: bytes, max_batch: int = 10) -> PublishError:
+    with pytest.raises(PublishError) as exc:
+        parse_publish_body(body, max_batch)
+    assert exc.value.message
+    return exc.value
+
+
+def test_publish_single() -> None:
+    [event] = parse_publish_body(b'{"channel": "a", "type": "t.x", "data": {"k": [1, "\\u00e9"]}}', 10)
+    assert (event.channel, event.type, event.data) == ("a", "t.x", {"k": [1, "é"]})
+    assert event.ts > 1.6e12  # milliseconds since the epoch
+
+
+def test_publish_batch_keeps_order() -> None:
+    body = json.dumps([{"channel": f"c{i % 3}", "type": "t", "data": i} for i in range(10)]).encode()
+    events = parse_publish_body(body, 10)
+    assert [e.data for e in events] == list(range(10))
+    assert [e.channel for e in events] == [f"c{i % 3}" for i in range(10)]
+    assert len({e.ts for e in events}) == 1
+
+
+@pytest.mark.parametrize("data", ["null", "0", "false", '""', "[]", "{}"])
+def test_publish_falsy_data_is_accepted(data: str) -> None:
+    [event] = parse_publish_body(f'{{"channel": "a", "type": "t", "data": {data}}}'.encode(), 10)
+    assert event.data == json.loads(data)
+
+
+def test_publish_empty_batch_is_422() -> None:
+    err = publish_error(b"[]")
+    assert (err.status, err.code) == (422, "empty_batch")
+
+
+def test_publish_too_many_is_413() -> None:
+    body = json.dumps([{"channel": "a", "type": "t", "data": i} for i in range(11)]).encode()
+    err = publish_error(body, max_batch=10)
+    assert (err.status, err.code) == (413, "batch_too_large")
+    assert len(parse_publish_body(body, 11)) == 11
+
+
+@pytest.mark.parametrize("body", [b"", b"{", b"not json", b"{'channel': 'a'}", b"\xff\xfe\x00", b"[1,]"])
+def test_publish_invalid_json_is_400(body: bytes) -> None:
+    err = publish_error(body)
+    assert (err.status, err.code) == (400, "invalid_json")
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"channel": "a", "type": "t"},  # missing data
+        {"channel": "a", "type": "t", "data": 1, "extra": 1},  # unknown field
+        {"channel": "a", "type": "t", "data": 1, "id": "x"},
+        {"type": "t", "data": 1},  # missing channel
+        {"channel": "a", "data": 1},  # missing type
+        {"channel": "a b", "type": "t", "data": 1},
+        {"channel": "", "type": "t", "data": 1},
+        {"channel": 5, "type": "t", "data": 1},
+        {"channel": "x" * 201, "type": "t", "data": 1},
+        {"channel": "a", "type": "bad type", "data": 1},
+        {"channel": "a", "type": None, "data": 1},
+    ],
+)
+def test_publish_invalid_event_is_422(item: dict[str, Any]) -> None:
+    err = publish_error(json.dumps(item).encode())
+    assert (err.status, err.code) == (422, "invalid_event")
+    batch_err = publish_error(json.dumps([{"channel": "ok", "type": "t", "data": 1}, item]).encode())
+    assert (batch_err.status, batch_err.code) == (422, "invalid_event")
+    assert "event 1" in batch_err.message
+
+
+@pytest.mark.parametrize("body", [b'"event"', b"5", b"null", b"true", b"[1]", b'[["a"]]'])
+def test_publish_non_object_is_422(body: bytes) -> None:
+    err = publish_error(body)
+    assert (err.status, err.code) == (422, "invalid_event")
+
+
+# ------------------------------------------------------------------------------------ frames
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"n": 1},
+        {"nested": {"list": [1, 2.5, None, True], "s": "héllo ✓ 🚀"}, "quote": 'a"b\\c\n'},
+        "just a string",
+        [1, "two"],
+        None,
+        0,
+        -2.5,
+    ],
+)
+def test_json_frame_is_valid_and_equals_as_dict(data: Any) -> None:
+    event = make_event("edge.created", data)
+    frame = event.frame(SUBPROTOCOL_JSON)
+    assert isinstance(frame, str)
+    decoded = json.loads(frame)
+    assert decoded == event.as_dict()
+    assert decoded == {
+        "id": event.id,
+        "channel": "a",
+        "type": "edge.created",
+        "data": data,
+        "ts": 1700000000123.5,
+    }
+
+
+def test_frames_are_cached_per_encoding() -> None:
+    event = make_event()
+    json_frame = event.frame(SUBPROTOCOL_JSON)
+    assert event.frame(SUBPROTOCOL_JSON) is json_frame
+    packed = event.frame(SUBPROTOCOL_MSGPACK)
+    assert isinstance(packed, bytes)
+    assert event.frame(SUBPROTOCOL_MSGPACK) is packed
+    assert event.frame(SUBPROTOCOL_JSON) is json_frame
+
+
+@pytest.mark.parametrize("data", [{"n": 1, "s": "héllo ✓", "l": [None, True, 2.5]}, "text", None])
+def test_msgpack_frame_decodes_to_the_same_dict(data: Any) -> None:
+    event = make_event("t", data)
+    assert msgpack.unpackb(event.frame(SUBPROTOCOL_MSGPACK)) == event.as_dict()
+
+
+def test_integer_ts_frame_is_valid_json() -> None:
+    event = make_event(ts=1700000000123.0)
+    assert json.loads(event.frame(SUBPROTOCOL_JSON))["ts"] == 1700000000123
+
+
+def test_encode_control() -> None:
+    message = {"type": "eventcast.welcome", "recovered": True, "connection": "c1"}
+    text = encode_control(message, SUBPROTOCOL_JSON)
+    assert isinstance(text, str)
+    assert json.loads(text) == message
+    packed = encode_control(message, SUBPROTOCOL_MSGPACK)
+    assert isinstance(packed, bytes)
+    assert msgpack.unpackb(packed) == message
