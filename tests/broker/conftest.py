@@ -94,20 +94,3 @@ async def make_broker(broker_url: str) -> AsyncIterator[BrokerFactory]:
 @pytest.fixture
 async def started(make_broker: BrokerFactory) -> Started:
     return await make_broker()
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "xfail_engine(engine, reason): strict xfail of a contract test on one engine only"
-    )
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """``@pytest.mark.xfail_engine("redis", reason=...)``: a known engine bug, strict so a fix shows up."""
-    for item in items:
-        callspec = getattr(item, "callspec", None)
-        if callspec is None:
-            continue
-        for mark in item.iter_markers("xfail_engine"):
-            if callspec.params.get("broker_url") == mark.args[0]:
-                item.add_marker(pytest.mark.xfail(reason=mark.kwargs["reason"], strict=True))

@@ -232,3 +232,25 @@ async def publish_when_up(broker: RedisBroker, events: list[EventIn], timeout: f
             if loop.time() > deadline:
                 raise
             await asyncio.sleep(0.05)
+
+
+@pytest.mark.xfail(
+    reason="app/broker/redis.py _to_event: float(fields['ts']) accepts 'nan'/'inf' from a direct producer, and "
+    "Event.frame then writes ts as nan/inf, which is not valid JSON for any subscriber",
+    strict=True,
+)
+@pytest.mark.parametrize("ts", ["nan", "inf", "-inf"])
+async def test_direct_producer_non_finite_ts_still_gives_valid_json(
+    redis_server: RedisServer, raw: aioredis.Redis, make_redis_broker: Factory, ts: str
+) -> None:
+    broker, rec = await make_redis_broker(redis_server)
+    await broker.subscribe("direct")
+    await raw.xadd(LOG_KEY, {"channel": "direct", "type": "t", "data": "1", "ts": ts})
+    await wait_until(lambda: len(rec.events) == 1, what="a direct event")
+    decoded = json.loads(rec.events[0].frame("eventcast.v1.json"), parse_constant=_reject_constant)
+    assert decoded["data"] == 1
+    assert isinstance(decoded["ts"], float | int)
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
