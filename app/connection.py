@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from enum import Enum
 from typing import Protocol
 
+from app import metrics
 from app.protocol import CloseCode, Event, EventFilter, Position
 
 log = logging.getLogger("eventcast.connection")
@@ -65,9 +66,13 @@ class Connection:
         self.close_code: int | None = None
         self.close_reason = ""
         self.delivered = 0
+        self.enqueued = 0  # frames ever queued; with ``delivered``, pins the latency sample to its frame
+        self._sample_seq = 0  # the queued frame whose broadcast latency is sampled (0: none in flight)
+        self._sample_ts = 0.0
         self.counted = False  # set by the hub once the connection shows in metrics
         self._queue: deque[Frame] = deque()
         self._pending: list[Event] = []
+        self._replayed_until: Position | None = None
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
@@ -77,8 +82,15 @@ class Connection:
         """Queue one event without awaiting; drops it (and closes 4008) when the queue is full."""
         state = self.state
         if state is State.LIVE:
+            if self._replayed_until is not None:
+                # Right after a resume the broker may still dispatch events the replay already sent.
+                if event.position <= self._replayed_until:
+                    return
+                self._replayed_until = None
             if self.filter is None or self.filter.matches(event):
                 self._enqueue(event.frame(self.subprotocol))
+                if not self._sample_seq:  # broadcast latency: one sampled frame in flight at a time
+                    self._sample_seq, self._sample_ts = self.enqueued, event.ts
         elif state is State.SYNCING:
             self._pending.append(event)
 
@@ -91,8 +103,11 @@ class Connection:
         size = len(frame)
         if self.queued_bytes + size > self.max_queue_bytes:
             self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer", flush=False)
+            # This frame and the queued ones are discarded (flush=False); later pushes are ignored.
+            metrics.MESSAGES_DROPPED.labels("slow_consumer").inc(1 + len(self._queue))
             return
         self._queue.append(frame)
+        self.enqueued += 1
         self.queued_bytes += size
         self._wake.set()
 
@@ -107,6 +122,7 @@ class Connection:
         if self.state is not State.SYNCING:
             return
         self.state = State.LIVE
+        self._replayed_until = after
         for event in pending:
             if event.position > after:
                 self.push(event)
@@ -129,6 +145,9 @@ class Connection:
                     self.queued_bytes -= len(frame)
                     await send(frame)
                     self.delivered += 1
+                    if self.delivered == self._sample_seq:
+                        self._sample_seq = 0
+                        metrics.observe_broadcast(self._sample_ts)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the client went away mid-send; the endpoint sees the disconnect

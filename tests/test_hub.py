@@ -379,11 +379,6 @@ async def test_resume_no_duplicates_with_publishes_during_replay() -> None:
         await stop(e)
 
 
-@pytest.mark.xfail(
-    reason="app/hub.py attach + app/connection.py go_live: an event already in history but not yet dispatched "
-    "by the broker when the replay reads history is replayed, then pushed again when dispatched (duplicate)",
-    strict=True,
-)
 async def test_resume_no_duplicates_when_publish_is_not_yet_dispatched(env: Env) -> None:
     _, watcher = await env.connect(["a"])
     ids = await env.publish("a", 5)

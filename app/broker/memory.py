@@ -64,6 +64,8 @@ class MemoryBroker:
         return self._last
 
     async def publish(self, events: Sequence[EventIn]) -> list[str]:
+        if not events:
+            return []
         appended: list[Event] = []
         for item in events:
             position = self._next_position()

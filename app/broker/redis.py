@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import secrets
 from collections.abc import Sequence
 from typing import Any, cast
@@ -207,6 +208,8 @@ class RedisBroker:
         try:
             ts = float(fields["ts"])
         except (KeyError, ValueError):
+            ts = float(position.ms)
+        if not math.isfinite(ts):  # a direct producer wrote nan/inf: not valid in a JSON frame
             ts = float(position.ms)
         trace = None
         if fields.get("trace"):

@@ -234,11 +234,6 @@ async def publish_when_up(broker: RedisBroker, events: list[EventIn], timeout: f
             await asyncio.sleep(0.05)
 
 
-@pytest.mark.xfail(
-    reason="app/broker/redis.py _to_event: float(fields['ts']) accepts 'nan'/'inf' from a direct producer, and "
-    "Event.frame then writes ts as nan/inf, which is not valid JSON for any subscriber",
-    strict=True,
-)
 @pytest.mark.parametrize("ts", ["nan", "inf", "-inf"])
 async def test_direct_producer_non_finite_ts_still_gives_valid_json(
     redis_server: RedisServer, raw: aioredis.Redis, make_redis_broker: Factory, ts: str
