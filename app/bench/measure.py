@@ -247,6 +247,7 @@ class PhaseRunner:
             return {
                 "events": events,
                 "mode": "paced",
+                "publish_retries": publisher.retries,
                 "publish_latency": stats.summarize_samples(publish_ms).as_dict(),
             }
 
@@ -286,6 +287,7 @@ class PhaseRunner:
                 "target_rate": rate,
                 "batch": batch,
                 "window": None if rate is not None else window,
+                "publish_retries": publisher.retries,
                 "publish_latency": stats.summarize_samples(posts).as_dict(),
             }
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 EVENT_TYPE = "bench.tick"
+RETRIES = 5  # a 429/503 is retried (the gateway accepted nothing of that request), then the run stops
+RETRY_PAUSE_S = 0.1
 
 
 class PublishError(Exception):
@@ -74,6 +76,7 @@ class HttpPublisher:
         self.head = header.encode()
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.retries = 0
 
     async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         context = ssl.create_default_context() if self.endpoint.secure else None
@@ -136,11 +139,16 @@ class HttpPublisher:
         return status, await reader.readexactly(length), keep
 
     async def publish(self, body: bytes) -> float:
-        """Post and require 202; returns the latency in ms."""
-        status, payload, latency = await self.post(body)
-        if status != 202:
-            raise PublishError(status, payload)
-        return latency
+        """Post and require 202, retrying a 429/503 a few times (counted); returns the latency in ms."""
+        for attempt in range(RETRIES + 1):
+            status, payload, latency = await self.post(body)
+            if status == 202:
+                return latency
+            if status not in (429, 503) or attempt == RETRIES:
+                break
+            self.retries += 1
+            await asyncio.sleep(RETRY_PAUSE_S * (attempt + 1))
+        raise PublishError(status, payload)
 
     async def close(self) -> None:
         writer, self.reader, self.writer = self.writer, None, None

@@ -224,7 +224,10 @@ def spawn_gateway(
     argv += ["--workers", str(workers)]
     if broker:
         argv += ["--broker", broker]
-    server = _spawn("eventcast", argv, port, cpus, {})
+    # Quiet logs (an access-log line per publish would be measured too) and a short drain at the end.
+    server = _spawn(
+        "eventcast", argv, port, cpus, {"EVENTCAST_LOG_LEVEL": "warning", "EVENTCAST_DRAIN_SECONDS": "1"}
+    )
     server.workers = workers
     server.broker = broker or "memory://"
     return server

@@ -1,0 +1,114 @@
+"""Pure parts of the bench: histograms, the per-client tracker, metric parsing, target checks."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from app.bench import stats
+from app.bench.client import Phase, Tracker
+from app.bench.publisher import event_body
+from app.bench.report import comparison, target_checks
+from app.bench.server import parse_metric, with_channel
+
+
+def frame(phase: int, seq: int, ts: float) -> bytes:
+    body = json.loads(event_body("bench", phase, [seq], "xx"))
+    return json.dumps(
+        {"id": str(seq), "channel": "bench", "type": body["type"], "data": body["data"], "ts": ts}
+    ).encode()
+
+
+def test_histogram_percentiles_are_close_to_exact() -> None:
+    samples = [0.1 * i for i in range(1, 1001)]
+    counts = stats.new_counts()
+    for value in samples:
+        counts[stats.bucket_of(value)] += 1
+    approx = stats.summarize_histogram(counts, max(samples), sum(samples))
+    exact = stats.summarize_samples(samples)
+    assert exact.p50_ms == 50.0 and exact.p99_ms == 99.0 and exact.max_ms == 100.0
+    assert approx.p50_ms is not None and abs(approx.p50_ms - 50.0) / 50.0 < 0.02
+    assert approx.p99_ms is not None and abs(approx.p99_ms - 99.0) / 99.0 < 0.02
+    assert stats.summarize_samples([]).p99_ms is None
+
+
+def test_tracker_counts_lost_duplicated_and_out_of_order_separately() -> None:
+    phase = Phase(phase_id=7)
+    tracker = Tracker(phase)
+    tracker.on_text(b'{"type": "eventcast.welcome"}', 0.0)
+    for seq in (0, 1, 3, 2, 3, 5):  # 4 is lost, 3 comes twice, 2 comes after 3
+        tracker.on_text(frame(7, seq, 1000.0), 1001.0)
+    tracker.on_text(frame(8, 6, 1000.0), 1001.0)  # another phase: stray, not counted
+    assert tracker.unique == 5
+    assert tracker.dups == 1
+    assert tracker.ooo == 1
+    assert tracker.lost(6) == 1
+    assert phase.stray == 1
+    assert sum(phase.histogram) == 5
+    assert phase.arrivals[:6] == [1, 1, 1, 1, 0, 1]
+
+
+def test_parse_metric_sums_workers_and_ignores_longer_names() -> None:
+    text = (
+        "# TYPE eventcast_connections gauge\n"
+        'eventcast_connections{transport="ws"} 3.0\n'
+        'eventcast_connections{transport="sse"} 2.0\n'
+        "eventcast_connections_opened_total 99.0\n"
+        "process_resident_memory_bytes 1.5e+07\n"
+    )
+    assert parse_metric(text, "eventcast_connections") == 5.0
+    assert parse_metric(text, "process_resident_memory_bytes") == 1.5e7
+    assert parse_metric(text, "missing") is None
+
+
+def test_subscribe_url_gets_the_bench_channel() -> None:
+    assert with_channel("ws://h:1", "b") == "ws://h:1/ws/events?channels=b"
+    assert with_channel("wss://h/ws/events", "b") == "wss://h/ws/events?channels=b"
+
+
+def _step(clients: int, rate: float, p99: float, per_client: float, peak: float) -> dict[str, Any]:
+    return {
+        "clients": clients,
+        "connected": clients,
+        "connect": {"attempted": clients, "failed": 0, "samples_ms": [5.0] * clients},
+        "memory": {"per_client_bytes": per_client, "peak_rss_bytes": peak},
+        "broadcast": {"delivery": {"rate": rate}, "latency": {"p99_ms": p99}},
+    }
+
+
+def test_target_checks_pass_and_fail() -> None:
+    good = {"steps": [_step(n, 1.0, 3.0, 40_000, 80e6) for n in (1, 10, 20, 50, 100)]}
+    assert {c.key: c.status for c in target_checks(good)} == {
+        "connect_time": "PASS",
+        "broadcast_latency_20": "PASS",
+        "delivery": "PASS",
+        "concurrent_clients": "PASS",
+        "memory_per_client": "PASS",
+        "peak_memory_100": "PASS",
+    }
+    lossy = {"steps": [_step(n, 0.9, 80.0, 2e6, 300e6) for n in (1, 10, 20, 50, 100)]}
+    statuses = {c.key: c.status for c in target_checks(lossy)}
+    assert statuses["delivery"] == "FAIL"
+    assert statuses["broadcast_latency_20"] == "FAIL"
+    assert statuses["memory_per_client"] == "FAIL"
+    assert statuses["peak_memory_100"] == "FAIL"
+    assert statuses["concurrent_clients"] == "FAIL"
+
+
+def test_comparison_ratios() -> None:
+    ours = {"scenarios": {"targets": {"steps": [_full_step(10, 2.0)]}}}
+    theirs = {"scenarios": {"targets": {"steps": [_full_step(10, 8.0)]}}}
+    rows = {row["key"]: row for row in comparison(ours, theirs)}
+    assert rows["targets.10.latency_p99_ms"]["ratio"] == 0.25
+    assert rows["targets.10.latency_p99_ms"]["better"] == "lower"
+    assert rows["targets.10.delivery"]["ratio"] == 1.0
+
+
+def _full_step(clients: int, p99: float) -> dict[str, Any]:
+    latency = {"p50_ms": p99 / 2, "p99_ms": p99, "max_ms": p99}
+    return {
+        "clients": clients,
+        "connect": {"attempted": clients, "p50_ms": 1.0, "p99_ms": 2.0, "success_rate": 1.0},
+        "broadcast": {"latency": latency, "time_to_last": latency, "delivery": {"rate": 1.0}},
+        "memory": {"per_client_bytes": 1024.0, "peak_rss_bytes": 1e6},
+    }
