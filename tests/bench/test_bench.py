@@ -139,6 +139,7 @@ SCHEMA_PHASE = {
     "cpu",
     "mode",
     "publish_latency",
+    "publish_retries",
 }
 SCHEMA_DELIVERY = {
     "events",
