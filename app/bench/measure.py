@@ -253,13 +253,16 @@ class PhaseRunner:
 
         return await self._phase(1, publish)
 
-    async def sustained(self, seconds: float, rate: float | None, batch: int = 50) -> dict[str, Any]:
+    async def sustained(self, seconds: float, rate: float | None, batch: int = 100) -> dict[str, Any]:
         """Publish for `seconds`: at `rate` events/s, or (rate None) as fast as the slowest client keeps up."""
 
         async def publish(phase_id: int) -> dict[str, Any]:
             publisher = self._publisher()
             clients = max(1, self.pool.read_progress().live)
-            window = max(50, min(1000, 50_000 // clients))  # events a client may lag behind: bounded bytes
+            # Events a client may lag behind (bounded bytes per client, far below the gateway's send queue),
+            # published in quarters so the next batch is already queued while the previous one is delivered.
+            window = max(100, min(2000, 100_000 // clients))
+            step = max(1, min(batch, window // 4))
             sent = 0
             posts: list[float] = []
             started = time.monotonic()
@@ -273,7 +276,9 @@ class PhaseRunner:
                         progress = self.pool.read_progress()
                         if progress.live == 0:
                             break
-                        allowed = min(progress.min_max_seq + 1 + window - sent, batch)
+                        allowed = min(progress.min_max_seq + 1 + window - sent, step)
+                        if allowed < step and sent:
+                            allowed = 0  # wait for room for a whole batch rather than trickle single events
                     if allowed <= 0:
                         await asyncio.sleep(POLL_S)
                         continue
@@ -285,7 +290,7 @@ class PhaseRunner:
                 "events": sent,
                 "mode": "rate" if rate is not None else "flow-controlled",
                 "target_rate": rate,
-                "batch": batch,
+                "batch": batch if rate is not None else step,
                 "window": None if rate is not None else window,
                 "publish_retries": publisher.retries,
                 "publish_latency": stats.summarize_samples(posts).as_dict(),
