@@ -50,7 +50,7 @@ class Subscriber:
                         self.events.append(message)
         except ConnectionClosed:
             pass
-        rcvd = self.ws.close_rcvd
+        rcvd = self.ws.protocol.close_rcvd
         return (rcvd.code, rcvd.reason) if rcvd is not None else (1006, "")
 
     @property
@@ -74,7 +74,7 @@ async def close_code(
                     pass
         except ConnectionClosed:
             pass
-        rcvd = ws.close_rcvd
+        rcvd = ws.protocol.close_rcvd
         return (rcvd.code, rcvd.reason) if rcvd is not None else (1006, "")
 
 

@@ -1,0 +1,200 @@
+"""Drain, shed, overload, slow consumers, idle clients and Redis outages, against real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Callable
+
+import httpx
+
+from app.protocol import CloseCode
+from tests.clients import Subscriber, batch, close_code, publish
+from tests.servers import Gateway, RedisServer, wait_for
+
+
+async def test_sigterm_drains_with_1012_and_clients_resume_elsewhere_without_loss(
+    redis_server: RedisServer, gateway_factory: Callable[..., Gateway]
+) -> None:
+    leaving = gateway_factory(broker=redis_server.url, env={"EVENTCAST_DRAIN_SECONDS": "2"})
+    staying = gateway_factory(broker=redis_server.url)
+    subs = [await Subscriber.open(f"{leaving.ws}/ws/events?channels=live") for _ in range(20)]
+
+    published: list[str] = []
+    stop = asyncio.Event()
+
+    async def producer() -> None:  # publishes through the replica that stays, all through the drain
+        n = 0
+        while not stop.is_set():
+            response = await publish(staying.http, batch("live", 5, n))
+            published.extend(response.json()["ids"])
+            n += 5
+            await asyncio.sleep(0.02)
+
+    task = asyncio.create_task(producer())
+    await asyncio.sleep(0.3)
+    leaving.terminate()
+    await asyncio.sleep(0.2)
+    async with httpx.AsyncClient() as client:  # unready at once, while clients are still being closed
+        assert (await client.get(f"{leaving.http}/readyz")).status_code == 503
+    closes = await asyncio.gather(*(s.closed(timeout=15) for s in subs))
+    assert {code for code, _ in closes} == {CloseCode.SERVICE_RESTART}
+    assert all("drain" in reason for _, reason in closes)
+
+    resumed = [await Subscriber.open(f"{staying.ws}/ws/events?channels=live&since={s.last_id}") for s in subs]
+    assert all(r.welcome["recovered"] for r in resumed)
+    await asyncio.sleep(0.3)
+    stop.set()
+    await task
+    for before, after in zip(subs, resumed, strict=True):
+        expected = len(published) - len(before.events)
+        await after.collect(expected, timeout=20)
+        assert [e["id"] for e in before.events + after.events] == published  # nothing missed, nothing twice
+    # It exits by itself once drained (uvicorn re-raises the SIGTERM it handled, hence -15).
+    assert leaving.wait(15) in (0, -15)
+    for r in resumed:
+        await r.close()
+
+
+async def test_drain_spreads_closes_and_refuses_new_clients(gateway_factory: Callable[..., Gateway]) -> None:
+    gateway = gateway_factory()
+    subs = [await Subscriber.open(f"{gateway.ws}/ws/events") for _ in range(10)]
+    async with httpx.AsyncClient() as client:
+        response = await client.post(f"{gateway.http}/admin/drain", json={"seconds": 1})
+        assert response.status_code == 202 and response.json()["connections"] == 10
+        assert (await client.get(f"{gateway.http}/readyz")).status_code == 503
+    assert await close_code(f"{gateway.ws}/ws/events") == (
+        CloseCode.SERVICE_RESTART,
+        "draining: reconnect to another replica",
+    )
+    codes = await asyncio.gather(*(s.closed() for s in subs))
+    assert {c for c, _ in codes} == {CloseCode.SERVICE_RESTART}
+
+
+async def test_shed_closes_the_asked_fraction(gateway: Gateway) -> None:
+    subs = [await Subscriber.open(f"{gateway.ws}/ws/events") for _ in range(10)]
+    async with httpx.AsyncClient() as client:
+        response = await client.post(f"{gateway.http}/admin/shed", json={"fraction": 0.3})
+        assert response.status_code == 202 and response.json()["shed"] == 3
+        assert (await client.get(f"{gateway.http}/readyz")).status_code == 200
+        bad = await client.post(f"{gateway.http}/admin/shed", json={"fraction": 2})
+        assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_fraction"
+    await asyncio.sleep(0.5)
+    closed = [s for s in subs if s.ws.protocol.close_rcvd is not None]
+    assert len(closed) == 3
+    assert {s.ws.protocol.close_rcvd.code for s in closed if s.ws.protocol.close_rcvd} == {
+        CloseCode.SERVICE_RESTART
+    }
+    ids = (await publish(gateway.http, batch("default", 2))).json()["ids"]
+    for s in subs:
+        if s not in closed:
+            assert [e["id"] for e in await s.collect(2)] == ids
+
+
+async def test_overload_refuses_with_1013(gateway_factory: Callable[..., Gateway]) -> None:
+    gateway = gateway_factory(env={"EVENTCAST_MAX_CONNECTIONS": "3"})
+    subs = [await Subscriber.open(f"{gateway.ws}/ws/events") for _ in range(3)]
+    code, reason = await close_code(f"{gateway.ws}/ws/events")
+    assert code == CloseCode.TRY_AGAIN_LATER and "overloaded" in reason
+    await subs[0].close()
+    await asyncio.sleep(0.2)
+    again = await Subscriber.open(f"{gateway.ws}/ws/events")  # room again once one left
+    ids = (await publish(gateway.http, batch("default", 1))).json()["ids"]
+    assert [e["id"] for e in await again.collect(1)] == ids
+
+
+async def test_slow_consumer_is_closed_4008_while_fast_ones_get_everything(
+    gateway_factory: Callable[..., Gateway],
+) -> None:
+    gateway = gateway_factory(env={"EVENTCAST_SEND_QUEUE_BYTES": "65536"})
+    url = f"{gateway.ws}/ws/events?channels=firehose"
+    # The slow client stops reading: a small receive buffer, so the server's queue fills after ~100 KB.
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((gateway.host, gateway.port))
+    slow = await Subscriber.open(url, sock=sock, max_queue=1)
+    slow.ws.transport.pause_reading()
+    fast = [await Subscriber.open(url) for _ in range(100)]
+    payload = "x" * 10_000  # 6 MB in all: more than loopback socket buffers can hide
+    total = 600
+    readers = asyncio.gather(*(f.collect(total, timeout=90) for f in fast))  # fast clients read all along
+    ids: list[str] = []
+    for start in range(0, total, 5):  # bursts of 50 KB fit any healthy client's 64 KB queue
+        events = [
+            {"channel": "firehose", "type": "big", "data": {"n": n, "p": payload}}
+            for n in range(start, start + 5)
+        ]
+        ids += (await publish(gateway.http, events)).json()["ids"]
+        await asyncio.sleep(0.01)
+    for received in await readers:
+        assert [e["id"] for e in received] == ids
+    slow.ws.transport.resume_reading()
+    code, reason = await slow.closed(timeout=30)
+    assert (code, reason) == (CloseCode.SLOW_CONSUMER, "slow consumer")
+    assert len(slow.events) < len(ids)
+    # What it did get is a gap-free prefix: it can resume from its last id.
+    assert [e["id"] for e in slow.events] == ids[: len(slow.events)]
+    back = await Subscriber.open(f"{url}&since={slow.last_id}")
+    assert back.welcome["recovered"] is True
+    assert [e["id"] for e in await back.collect(len(ids) - len(slow.events), timeout=60)] == ids[
+        len(slow.events) :
+    ]
+
+
+async def test_idle_client_that_never_answers_pings_is_closed(
+    gateway_factory: Callable[..., Gateway],
+) -> None:
+    gateway = gateway_factory(env={"EVENTCAST_IDLE_TIMEOUT_SECONDS": "1"})
+    # A raw client: completes the handshake, then never reads, so it never answers a ping.
+    with socket.create_connection((gateway.host, gateway.port)) as sock:
+        sock.sendall(
+            b"GET /ws/events HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        assert b"101" in sock.recv(1024).split(b"\r\n")[0]
+        started = time.monotonic()
+        sock.settimeout(10)
+        data = b""
+        while chunk := sock.recv(4096):  # the server's pings, then its close, then EOF
+            data += chunk
+        assert time.monotonic() - started < 10
+        assert b"keepalive ping timeout" in data
+    async with httpx.AsyncClient() as client:
+        metrics = (await client.get(f"{gateway.http}/metrics")).text
+    assert 'eventcast_connections{transport="websocket"} 0.0' in metrics
+
+
+async def test_redis_outage_answers_503_keeps_clients_and_recovers(
+    redis_server: RedisServer, gateway_factory: Callable[..., Gateway]
+) -> None:
+    gateway = gateway_factory(broker=redis_server.url)
+    subs = [await Subscriber.open(f"{gateway.ws}/ws/events?channels=o") for _ in range(5)]
+    before = (await publish(gateway.http, batch("o", 3))).json()["ids"]
+    for s in subs:
+        await s.collect(3)
+
+    redis_server.kill()
+    async with httpx.AsyncClient() as client:
+        response = await client.post(f"{gateway.http}/events", json=batch("o", 1))
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "broker_unavailable"
+        assert (await client.get(f"{gateway.http}/readyz")).status_code == 503
+        assert (await client.get(f"{gateway.http}/healthz")).status_code == 200
+    # A resume needs history: with Redis down it is refused with 1013 (try later), never a false "recovered".
+    assert (await close_code(f"{gateway.ws}/ws/events?channels=o&since={before[-1]}"))[
+        0
+    ] == CloseCode.TRY_AGAIN_LATER
+    await asyncio.sleep(1.0)
+    assert all(s.ws.protocol.close_rcvd is None for s in subs)  # connected clients stay connected
+
+    redis_server.restart(wipe=False)
+    wait_for(
+        lambda: httpx.get(f"{gateway.http}/readyz").status_code == 200,
+        20,
+        "gateway ready after Redis restart",
+    )
+    after = (await publish(gateway.http, batch("o", 4, 10))).json()["ids"]
+    for s in subs:
+        assert [e["id"] for e in await s.collect(7)] == before + after
+        await s.close()
