@@ -69,7 +69,7 @@ def serve(
         ws_max_size=settings.max_control_bytes,
         ws_ping_interval=settings.idle_timeout_seconds / 2,
         ws_ping_timeout=settings.idle_timeout_seconds / 2,
-        ws_per_message_deflate=False,  # per-client compression would undo encode-once fan-out (docs/decisions.md)
+        ws_per_message_deflate=settings.ws_per_message_deflate,  # off by default: docs/security.md
         timeout_graceful_shutdown=5,
         lifespan="on",
     )

@@ -16,7 +16,8 @@ from fastapi import FastAPI
 from app import __version__
 from app.broker.base import create_broker
 from app.hub import Hub
-from app.routes import http, ws
+from app.routes import http, sse, ws
+from app.security import Security
 from app.settings import Settings
 
 log = logging.getLogger("eventcast")
@@ -89,4 +90,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.include_router(http.router)
     app.include_router(ws.router)
+    app.include_router(sse.router)
+    app.state.security = Security(settings)  # auth, limits, Origin, log redaction
     return app

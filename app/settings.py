@@ -44,6 +44,27 @@ class Settings(BaseSettings):
     drain_seconds: float = Field(20.0, ge=0, description="Spread of 1012 closes on SIGTERM or /admin/drain.")
     admin_token: str | None = Field(None, description="Bearer token for /admin/*; unset leaves them open.")
 
+    # --- security and limits (docs/security.md) ------------------------------------------------------
+    # Subscriber auth is on once a JWT key is set; publisher auth once an API key or a JWT key is set.
+    jwt_secret: str | None = Field(None, description="HS256 secret for JWTs; enables auth.")
+    jwt_public_key_file: str | None = Field(None, description="PEM public key (RS256/ES256); enables auth.")
+    jwt_jwks_file: str | None = Field(None, description="JWKS JSON file (keys picked by kid); enables auth.")
+    jwt_audience: str | None = Field(None, description="Required 'aud' claim, when set.")
+    jwt_issuer: str | None = Field(None, description="Required 'iss' claim, when set.")
+    jwt_require_exp: bool = Field(True, description="Refuse JWTs without an 'exp' claim.")
+    jwt_leeway_seconds: float = Field(0.0, ge=0, le=300, description="Clock skew allowed on exp/nbf.")
+    api_keys: str | None = Field(None, description="Publisher API keys, comma-separated.")
+    api_keys_file: str | None = Field(None, description="Publisher API keys, one a line; re-read on change.")
+    allowed_origins: str = Field("", description="Comma list of Origin globs for browsers; empty allows all.")
+    max_subscriptions: int = Field(100, ge=1, description="Most channels per connection; more gets 4400.")
+    publish_rate: float = Field(0.0, ge=0, description="POST /events per second per key (0 = unlimited).")
+    publish_burst: int = Field(0, ge=0, description="Publish bucket size (0 = max(1, publish_rate)).")
+    connect_rate: float = Field(0.0, ge=0, description="New connections per second per IP (0 = unlimited).")
+    connect_burst: int = Field(0, ge=0, description="Connect bucket size (0 = max(1, connect_rate)).")
+    sse_heartbeat_seconds: float = Field(15.0, gt=0, description="Interval of SSE keep-alive comments.")
+    sse_retry_ms: int = Field(1000, ge=0, description="SSE 'retry:' hint sent when the server closes a stream.")
+    ws_per_message_deflate: bool = Field(False, description="Offer permessage-deflate (costs CPU per client).")
+
     @field_validator("log_level")
     @classmethod
     def _level(cls, value: str) -> str:

@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from app.broker.base import BrokerUnavailable
 from app.hub import Hub
 from app.protocol import PublishError, parse_publish_body
+from app.security import Security
 from app.settings import Settings
 
 router = APIRouter()
@@ -43,13 +44,16 @@ async def publish(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     if request.headers.get("content-type", "").startswith("multipart/"):
         return error(415, "unsupported_media_type", "send the events as a JSON body")
+    security: Security = request.app.state.security
     try:
+        publisher = security.admit_publisher(request.headers, request.client.host if request.client else "")
         events = parse_publish_body(
             await read_body(request, settings.max_publish_bytes), settings.max_batch_events
         )
+        security.check_publish(publisher, events)
         ids = await hub.publish(events)
     except PublishError as exc:
-        return error(exc.status, exc.code, exc.message)
+        return error(exc.status, exc.code, exc.message, getattr(exc, "headers", None))
     except BrokerUnavailable:
         return error(
             503, "broker_unavailable", "the broker is unavailable; nothing was accepted", {"Retry-After": "1"}

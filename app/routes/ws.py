@@ -12,6 +12,7 @@ from app.hub import Hub, Refused
 from app.protocol import (
     SUBPROTOCOL_JSON,
     SUBPROTOCOLS,
+    CloseCode,
     EventFilter,
     EventId,
     ProtocolError,
@@ -19,6 +20,7 @@ from app.protocol import (
     parse_channels,
     parse_control,
 )
+from app.security import Security
 
 log = logging.getLogger("eventcast.ws")
 router = APIRouter()
@@ -73,8 +75,14 @@ async def serve_subscriber(websocket: WebSocket, *, filtered: bool) -> None:
     settings = websocket.app.state.settings
     encoding, answer = choose_subprotocol(list(websocket.scope.get("subprotocols", [])))
     query = websocket.query_params
+    security: Security = websocket.app.state.security
+    if not security.origins.allows(websocket.headers.get("origin")):
+        await websocket.close(CloseCode.POLICY, "origin not allowed")  # before accept: uvicorn answers 403
+        return
     try:
         channels = parse_channels(query.get("channels"))
+        client_ip = websocket.client.host if websocket.client else ""
+        principal = security.admit_subscriber(websocket.headers, query, client_ip, channels)
         since = EventId.parse(query["since"]) if query.get("since") else None
         event_filter = (
             EventFilter.from_query(query.get("types"), query.getlist("where")) if filtered else None
@@ -98,6 +106,7 @@ async def serve_subscriber(websocket: WebSocket, *, filtered: bool) -> None:
         with contextlib.suppress(Exception):
             await websocket.close(exc.code, exc.reason)
         return
+    expiry = security.close_at_expiry(conn, principal)
 
     client_code: int | None = None
     try:
@@ -126,4 +135,6 @@ async def serve_subscriber(websocket: WebSocket, *, filtered: bool) -> None:
     except Exception as exc:  # a transport error: the client is gone
         log.debug("connection %s ended: %r", conn.id, exc)
     finally:
+        if expiry is not None:
+            expiry.cancel()
         await hub.detach(conn, client_code)
