@@ -99,19 +99,47 @@ def machine_info() -> dict[str, Any]:
 
 
 async def _run_server(
-    server: server_mod.ServerUnderTest,
+    make: Callable[[], server_mod.ServerUnderTest],
     options: RunOptions,
     load_cpus: list[int] | None,
     advance: Callable[[str], None],
 ) -> dict[str, Any]:
-    await server.wait_ready()
+    """All scenarios against one kind of server. A spawned server is started afresh for each scenario,
+    so its memory per client is not flattered or spoiled by the heap an earlier scenario left behind."""
     pool = WorkerPool(load_processes(options, load_cpus), load_cpus)
+    server: server_mod.ServerUnderTest | None = None
+    scenarios: dict[str, Any] = {}
+    described: dict[str, Any] | None = None
     try:
-        runner = ScenarioRunner(server, pool, options.config, advance)
-        result = await runner.run()
+        for name in options.config.scenarios:
+            if server is None:
+                server = make()
+                await server.wait_ready()
+            runner = ScenarioRunner(server, pool, options.config, advance)
+            scenarios[name] = await runner.run(name)
+            described = described or describe(server)
+            if server.spawned:
+                await server.stop()
+                server = None
     finally:
         await pool.stop()
+        if server is not None:
+            await server.stop()
+    first: dict[str, Any] = next(iter(scenarios.values()), {})
     entry: dict[str, Any] = {
+        **(described or {}),
+        "load_cpus": load_cpus,
+        "load_processes": pool.size,
+        "idle_rss_bytes": first.get("idle_rss_bytes"),
+        "scenarios": scenarios,
+    }
+    targets = scenarios.get("targets")
+    entry["checks"] = [c.as_dict() for c in report_mod.target_checks(targets)] if targets else None
+    return entry
+
+
+def describe(server: server_mod.ServerUnderTest) -> dict[str, Any]:
+    return {
         "label": server.label,
         "url": server.ws_url,
         "publish_url": server.publish_url,
@@ -119,13 +147,7 @@ async def _run_server(
         "workers": server.workers,
         "broker": server.broker if server.label == "eventcast" else None,
         "server_cpus": list(server.cpus) if server.cpus else None,
-        "load_cpus": load_cpus,
-        "load_processes": pool.size,
-        **result,
     }
-    targets = result["scenarios"].get("targets")
-    entry["checks"] = [c.as_dict() for c in report_mod.target_checks(targets)] if targets else None
-    return entry
 
 
 def planned_steps(options: RunOptions) -> int:
@@ -148,11 +170,7 @@ async def execute(options: RunOptions, advance: Callable[[str], None] | None = N
     if options.baseline:
         targets.append(lambda: server_mod.spawn_baseline(server_cpus))
     for make in targets:
-        server = make()
-        try:
-            servers.append(await _run_server(server, options, load_cpus, advance))
-        finally:
-            await server.stop()
+        servers.append(await _run_server(make, options, load_cpus, advance))
     finished = time.time()
     comparison = report_mod.comparison(servers[0], servers[1]) if len(servers) > 1 else None
     notes = [note for server in servers for note in report_mod.limits_notes(server)]

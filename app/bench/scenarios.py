@@ -178,16 +178,16 @@ class ScenarioRunner:
             step["sustained"] = sustained
         return step
 
-    async def run(self) -> dict[str, Any]:
+    async def run(self, name: str) -> dict[str, Any]:
+        """Run one scenario; memory per client is measured against the server's RSS just before it."""
         self.memory.start()
         try:
             await asyncio.sleep(SETTLE_S)
             self.idle_rss = await self.memory.sample()
-            results: dict[str, Any] = {}
-            for name in self.config.scenarios:
-                results[name] = await getattr(self, f"scenario_{name}")()
+            result: dict[str, Any] = await getattr(self, f"scenario_{name}")()
+            result["idle_rss_bytes"] = self.idle_rss
             await self.close_all()
-            return {"idle_rss_bytes": self.idle_rss, "scenarios": results}
+            return result
         finally:
             await self.memory.stop()
 
