@@ -107,7 +107,8 @@ async def test_overload_refuses_with_1013(gateway_factory: Callable[..., Gateway
 async def test_slow_consumer_is_closed_4008_while_fast_ones_get_everything(
     gateway_factory: Callable[..., Gateway],
 ) -> None:
-    gateway = gateway_factory(env={"EVENTCAST_SEND_QUEUE_BYTES": "65536"})
+    # A long idle timeout: on a loaded machine the paused client must not be cut for missing pings first.
+    gateway = gateway_factory(env={"EVENTCAST_SEND_QUEUE_BYTES": "65536", "EVENTCAST_IDLE_TIMEOUT_SECONDS": "300"})
     url = f"{gateway.ws}/ws/events?channels=firehose"
     # The slow client stops reading: a small receive buffer, so the server's queue fills after ~100 KB.
     sock = socket.socket()
