@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import logging.config
 import os
+import shutil
 import sys
+import tempfile
 import urllib.parse
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help="eventcast: a WebSocket event gateway.")
 
@@ -33,8 +40,6 @@ def serve(
     ] = None,
 ) -> None:
     """Run the gateway (every flag may also come from its EVENTCAST_* variable)."""
-    import uvicorn
-
     from app.settings import Settings
 
     overrides = {"host": host, "port": port, "workers": workers, "broker_url": broker, "log_level": log_level}
@@ -50,15 +55,62 @@ def serve(
     # Workers are separate processes that build their settings from the environment: hand the flags down.
     for key, value in given.items():
         os.environ[f"EVENTCAST_{key.upper()}"] = str(value)
+    from app.logs import log_config
+
+    logging_config = log_config(settings)
+    logging.config.dictConfig(logging_config)
+    created_metrics_dir = _prepare_metrics_dir(settings)
     base = f"http://{settings.host}:{settings.port}"
-    typer.echo(
-        f"eventcast on {base} (broker {settings.broker_scheme}://, {settings.workers} worker(s))\n"
-        f"  subscribe: ws://{settings.host}:{settings.port}/ws/events?channels=default\n"
-        f"  publish:   curl -X POST {base}/events -H 'content-type: application/json' "
-        """-d '{"channel":"default","type":"hello","data":{"n":1}}'\n"""
-        f"  health:    {base}/healthz  ready: {base}/readyz  metrics: {base}/metrics",
-        err=True,
+    metrics_url = (
+        f"http://{settings.internal_host or settings.host}:{settings.internal_port}/metrics"
+        if settings.internal_port
+        else f"{base}/metrics"
     )
+    if sys.stderr.isatty():
+        typer.echo(
+            f"eventcast on {base} (broker {settings.broker_scheme}://, {settings.workers} worker(s))\n"
+            f"  subscribe: ws://{settings.host}:{settings.port}/ws/events?channels=default\n"
+            f"  publish:   curl -X POST {base}/events -H 'content-type: application/json' "
+            """-d '{"channel":"default","type":"hello","data":{"n":1}}'\n"""
+            f"  health:    {base}/healthz  ready: {base}/readyz  metrics: {metrics_url}",
+            err=True,
+        )
+    else:  # not a terminal (a container, a test): keep stderr pure JSON lines
+        logging.getLogger("eventcast").info(
+            "eventcast serving",
+            extra={"event": "serve", "url": base, "metrics": metrics_url, "workers": settings.workers},
+        )
+    try:
+        _run_uvicorn(settings, logging_config)
+    finally:
+        if created_metrics_dir is not None:
+            shutil.rmtree(created_metrics_dir, ignore_errors=True)
+
+
+def _prepare_metrics_dir(settings: Settings) -> str | None:
+    """With several workers, give prometheus_client a fresh per-pod directory (returns it if we made it).
+
+    Every worker writes its metric values there and /metrics merges them; a stale file from an earlier run
+    would be counted again, so a given ``metrics_dir`` is wiped first. One worker keeps the plain registry.
+    """
+    if settings.workers <= 1:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        return None
+    if settings.metrics_dir:
+        os.makedirs(settings.metrics_dir, exist_ok=True)
+        for name in os.listdir(settings.metrics_dir):
+            if name.endswith(".db"):
+                os.unlink(os.path.join(settings.metrics_dir, name))
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = settings.metrics_dir
+        return None
+    created = tempfile.mkdtemp(prefix="eventcast-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = created
+    return created
+
+
+def _run_uvicorn(settings: Settings, logging_config: dict[str, Any]) -> None:
+    import uvicorn
+
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -72,6 +124,7 @@ def serve(
         ws_per_message_deflate=settings.ws_per_message_deflate,  # off by default: docs/security.md
         timeout_graceful_shutdown=5,
         lifespan="on",
+        log_config=logging_config,
     )
 
 

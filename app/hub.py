@@ -12,7 +12,7 @@ import random
 import time
 from collections.abc import Sequence
 
-from app import metrics
+from app import metrics, telemetry
 from app.broker.base import Broker, BrokerUnavailable
 from app.connection import Connection, State
 from app.protocol import (
@@ -125,10 +125,20 @@ class Hub:
         conn.push_frame(encode_control(welcome, conn.subprotocol))
         conn.go_live(replayed, after)
         conn.start()
-        conn.counted = True
-        metrics.CONNECTIONS.labels(conn.transport.kind).inc()
+        conn.counted = True  # eventcast_connections is read from the hub at scrape time (metrics.refresh)
         metrics.CONNECTIONS_OPENED.inc()
         metrics.CONNECT_DURATION.observe(time.perf_counter() - started)
+        log.info(
+            "connect",
+            extra={
+                "event": "connect",
+                "connection": conn.id,
+                "transport": conn.transport.kind,
+                "channels": len(conn.channels),
+                "resumed": since is not None,
+                "recovered": recovered,
+            },
+        )
 
     async def _subscribe(self, conn: Connection) -> None:
         taken: list[str] = []
@@ -159,8 +169,21 @@ class Hub:
             return
         await self._forget(conn)
         if conn.counted:
-            metrics.CONNECTIONS.labels(conn.transport.kind).dec()
-            metrics.CONNECTIONS_CLOSED.labels(self.close_label(conn, client_code)).inc()
+            label = self.close_label(conn, client_code)
+            metrics.CONNECTIONS_CLOSED.labels(label).inc()
+            by_server = conn.close_code is not None
+            log.info(
+                "close",
+                extra={
+                    "event": "close",
+                    "connection": conn.id,
+                    "code": conn.close_code if by_server else client_code,
+                    "reason": conn.close_reason if by_server else "client closed",
+                    "by": "server" if by_server else "client",
+                    "label": label,
+                    "delivered": conn.delivered,
+                },
+            )
 
     @staticmethod
     def close_label(conn: Connection, client_code: int | None) -> str:
@@ -189,12 +212,17 @@ class Hub:
 
     # ------------------------------------------------------------------------------------ events
     async def publish(self, events: Sequence[EventIn]) -> list[str]:
-        ids = await self.broker.publish(events)
+        if telemetry.tracer is None:
+            ids = await self.broker.publish(events)
+        else:
+            with telemetry.publish_span(events):
+                ids = await self.broker.publish(events)
         metrics.EVENTS_PUBLISHED.inc(len(ids))
         return ids
 
     def _on_events(self, events: Sequence[Event]) -> None:
         started = time.perf_counter()
+        started_ns = telemetry.now_ns() if telemetry.tracer is not None else 0
         subscribers = self._subscribers
         queued = 0
         now = now_ms()
@@ -209,6 +237,8 @@ class Hub:
         if queued:
             metrics.MESSAGES_DELIVERED.inc(queued)
         metrics.FANOUT_DURATION.observe(time.perf_counter() - started)
+        if started_ns:  # tracing is on: one span per publish seen in this batch, linked to it
+            telemetry.fanout_spans(events, subscribers, self.replica, started_ns)
 
     # ------------------------------------------------------------------------------------ drain, shed
     def start_drain(self, seconds: float) -> asyncio.Task[None]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app import __version__
+from app import __version__, observability
 from app.broker.base import create_broker
 from app.hub import Hub
 from app.routes import http, sse, ws
@@ -78,12 +78,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         await hub.start()
         app.state.hub = hub
+        observing = await observability.start(app, hub, settings)  # metrics, tracing, internal port
         undo = install_drain_on_sigterm(hub, settings.drain_seconds)
         log.info("eventcast ready", extra={"event": "ready", "broker": settings.broker_scheme})
         try:
             yield {}
         finally:
             undo()
+            await observing.stop()
             await hub.stop()
 
     app = FastAPI(title="eventcast", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
@@ -92,4 +94,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ws.router)
     app.include_router(sse.router)
     app.state.security = Security(settings)  # auth, limits, Origin, log redaction
+    observability.install(app, settings)
     return app

@@ -1,15 +1,72 @@
 """Every Prometheus metric eventcast exports, in one namespace. Names are public: the chart, the operator,
-dashboards and alert rules use them. No label takes unbounded values."""
+dashboards and alert rules use them. No label takes unbounded values.
+
+Two modes, chosen by prometheus_client itself at import (``PROMETHEUS_MULTIPROC_DIR`` set or not):
+
+- one worker: the plain in-process registry, plus the standard process/platform/gc collectors;
+- several workers (``eventcast serve --workers N`` sets ``PROMETHEUS_MULTIPROC_DIR`` to a fresh per-pod
+  directory): every worker writes its values to memory-mapped files there and ``/metrics`` on any worker
+  merges them, so one scrape reports the whole pod. Counters and histograms are summed; live-state gauges use
+  ``livesum`` (``broker_up`` uses ``livemin``: the pod is up only if every worker reaches the broker).
+
+Live-state gauges (connections, send queue bytes, memory) are never incremented ad hoc: ``refresh(hub)`` sets
+them from the hub right before each scrape, and in multi-worker mode every worker also refreshes its own files
+every ``metrics_refresh_seconds`` so the worker that answers the scrape sees its siblings' current state.
+
+``eventcast_memory_per_connection_bytes`` = sum over the pod's workers of (RSS - RSS at startup baseline)
+/ open connections of the pod (0 with no connection). See docs/observability.md.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import asyncio
+import glob
+import os
+import resource
+import time
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+import psutil
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+    values,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from app.hub import Hub
 
 NAMESPACE = "eventcast"
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+#: True when prometheus_client stores values in PROMETHEUS_MULTIPROC_DIR (decided once, at its import).
+MULTIPROCESS = values.ValueClass is not values.MutexValue
+
+#: Values of the ``transport`` label; both are exported (as 0) from the start so queries never see a gap.
+TRANSPORTS = ("websocket", "sse")
+
+disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: half the series, and multiprocess mode has none either
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
-CONNECTIONS = Gauge("connections", "Open subscriber connections.", ["transport"], namespace=NAMESPACE)
+CONNECTIONS = Gauge(
+    "connections",
+    "Open subscriber connections (the pod's total across workers).",
+    ["transport"],
+    namespace=NAMESPACE,
+    multiprocess_mode="livesum",
+)
 CONNECTIONS_OPENED = Counter("connections_opened", "Subscriber connections accepted.", namespace=NAMESPACE)
 CONNECTIONS_CLOSED = Counter(
     "connections_closed", "Subscriber connections closed, by reason.", ["reason"], namespace=NAMESPACE
@@ -22,7 +79,7 @@ CONNECT_DURATION = Histogram(
 )
 BROADCAST_LATENCY = Histogram(
     "broadcast_latency_seconds",
-    "From publish accepted to frame written to the client (sampled).",
+    "From publish accepted (the event's ts) to its frame written to the client; sampled, see docs.",
     namespace=NAMESPACE,
     buckets=_LATENCY_BUCKETS,
 )
@@ -33,23 +90,180 @@ FANOUT_DURATION = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 EVENTS_PUBLISHED = Counter(
-    "events_published", "Events accepted by the broker from this process.", namespace=NAMESPACE
+    "events_published", "Events accepted by the broker from this pod.", namespace=NAMESPACE
 )
 MESSAGES_DELIVERED = Counter("messages_delivered", "Event frames queued to subscribers.", namespace=NAMESPACE)
 MESSAGES_DROPPED = Counter(
     "messages_dropped", "Event frames not delivered, by reason.", ["reason"], namespace=NAMESPACE
 )
-SEND_QUEUE_BYTES = Gauge("send_queue_bytes", "Bytes waiting in outbound queues.", namespace=NAMESPACE)
-MEMORY_PER_CONNECTION = Gauge(
-    "memory_per_connection_bytes",
-    "Process RSS above its idle baseline, per open connection.",
+SEND_QUEUE_BYTES = Gauge(
+    "send_queue_bytes",
+    "Bytes waiting in outbound queues (the pod's total).",
     namespace=NAMESPACE,
+    multiprocess_mode="livesum",
 )
+MEMORY_ABOVE_BASELINE = Gauge(
+    "memory_above_baseline_bytes",
+    "Resident memory above each worker's startup baseline, summed over the pod's workers.",
+    namespace=NAMESPACE,
+    multiprocess_mode="livesum",
+)
+#: Computed at scrape time from the two gauges above (pod-wide), so it is not a Gauge object.
+MEMORY_PER_CONNECTION = f"{NAMESPACE}_memory_per_connection_bytes"
 RECOVERIES = Counter("recoveries", "Resume attempts, by result.", ["result"], namespace=NAMESPACE)
-BROKER_UP = Gauge("broker_up", "1 when the broker is reachable.", namespace=NAMESPACE)
+BROKER_UP = Gauge(
+    "broker_up",
+    "1 when the broker is reachable (from every worker of the pod).",
+    namespace=NAMESPACE,
+    multiprocess_mode="livemin",
+)
 BROKER_LAG = Histogram(
     "broker_lag_seconds",
     "From publish accepted to the event reaching this process's fan-out.",
     namespace=NAMESPACE,
     buckets=_LATENCY_BUCKETS,
 )
+
+# Bounded label values known up front are exported as 0 from the start.
+for _transport in TRANSPORTS:
+    CONNECTIONS.labels(_transport)
+MESSAGES_DROPPED.labels("slow_consumer")
+for _result in ("recovered", "gap"):
+    RECOVERIES.labels(_result)
+
+_process = psutil.Process()
+_baseline_rss: int | None = None
+
+
+def take_baseline() -> None:
+    """Remember this worker's RSS once it is up and idle: memory per connection is measured above it."""
+    global _baseline_rss
+    _baseline_rss = _process.memory_info().rss
+
+
+def memory_above_baseline() -> int:
+    if _baseline_rss is None:
+        return 0
+    return max(0, _process.memory_info().rss - _baseline_rss)
+
+
+def observe_broadcast(ts_ms: float) -> None:
+    """One sample of publish-accepted (``ts``, ms since the epoch) to now (the frame was just written)."""
+    BROADCAST_LATENCY.observe(max(0.0, time.time() - ts_ms / 1000.0))
+
+
+def refresh(hub: Hub) -> None:
+    """Set this worker's live-state gauges from the hub (cost: one pass over its connections)."""
+    counts = dict.fromkeys(TRANSPORTS, 0)
+    queued = 0
+    for conn in hub.connections:
+        if conn.counted:
+            kind = conn.transport.kind
+            counts[kind] = counts.get(kind, 0) + 1
+        queued += conn.queued_bytes
+    for kind, count in counts.items():
+        CONNECTIONS.labels(kind).set(count)
+    SEND_QUEUE_BYTES.set(queued)
+    MEMORY_ABOVE_BASELINE.set(memory_above_baseline())
+
+
+async def keep_fresh(hub: Hub, interval: float) -> None:
+    """Multi-worker mode: keep this worker's live gauges current for scrapes answered by its siblings."""
+    while True:
+        refresh(hub)
+        await asyncio.sleep(interval)
+
+
+def render(hub: Hub) -> bytes:
+    """The text exposition for one scrape of ``/metrics``."""
+    refresh(hub)
+    if MULTIPROCESS:
+        reap_dead_workers()
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        registry.register(PodProcessCollector())
+        PlatformCollector(registry=registry)
+        families = list(registry.collect())
+    else:
+        families = list(REGISTRY.collect())
+    families.append(memory_per_connection(families))
+    return generate_latest(_Families(families))
+
+
+def memory_per_connection(families: Iterable[Metric]) -> GaugeMetricFamily:
+    connections = above = 0.0
+    for family in families:
+        if family.name == f"{NAMESPACE}_connections":
+            connections = sum(sample.value for sample in family.samples)
+        elif family.name == f"{NAMESPACE}_memory_above_baseline_bytes":
+            above = sum(sample.value for sample in family.samples)
+    return GaugeMetricFamily(
+        MEMORY_PER_CONNECTION,
+        "Resident memory above the startup baseline per open connection, pod-wide (0 with no connection).",
+        value=above / connections if connections else 0.0,
+    )
+
+
+def reap_dead_workers(path: str | None = None) -> None:
+    """Drop the live gauges of workers that died (uvicorn restarts them under new pids)."""
+    directory = path or os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    pids: set[int] = set()
+    for name in glob.glob(os.path.join(directory, "gauge_live*_*.db")):
+        pid = name.rsplit("_", 1)[-1].removesuffix(".db")
+        if pid.isdigit():
+            pids.add(int(pid))
+    for dead in pids:
+        if not psutil.pid_exists(dead):
+            multiprocess.mark_process_dead(dead, directory)  # type: ignore[no-untyped-call]
+
+
+class _Families(Collector):
+    """Already collected metric families, handed to ``generate_latest``."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
+
+
+class PodProcessCollector(Collector):
+    """The standard ``process_*`` metrics for the whole pod: the uvicorn supervisor plus its workers.
+
+    In multi-worker mode a scrape lands on one worker; reporting only that worker would make the series jump
+    from scrape to scrape, so these are summed over the supervisor (this worker's parent) and its children.
+    """
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            parent = psutil.Process(os.getppid())
+            processes = [parent, *parent.children()]
+            start_time = parent.create_time()
+        except psutil.Error:
+            processes, start_time = [_process], _process.create_time()
+        rss = vms = fds = 0
+        cpu = 0.0
+        for proc in processes:
+            try:
+                with proc.oneshot():
+                    memory = proc.memory_info()
+                    times = proc.cpu_times()
+                    rss, vms = rss + memory.rss, vms + memory.vms
+                    cpu += times.user + times.system
+                    fds += proc.num_fds()
+            except psutil.Error:  # a worker exiting right now
+                continue
+        yield GaugeMetricFamily("process_resident_memory_bytes", "Resident memory, pod total.", value=rss)
+        yield GaugeMetricFamily("process_virtual_memory_bytes", "Virtual memory, pod total.", value=vms)
+        yield CounterMetricFamily("process_cpu_seconds", "User and system CPU time, pod total.", value=cpu)
+        yield GaugeMetricFamily("process_open_fds", "Open file descriptors, pod total.", value=fds)
+        yield GaugeMetricFamily(
+            "process_max_fds",
+            "Open file descriptor limit of each process.",
+            value=resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        )
+        yield GaugeMetricFamily(
+            "process_start_time_seconds",
+            "Start time of the pod's supervisor, since the epoch.",
+            value=start_time,
+        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -64,6 +64,34 @@ class Settings(BaseSettings):
     sse_heartbeat_seconds: float = Field(15.0, gt=0, description="Interval of SSE keep-alive comments.")
     sse_retry_ms: int = Field(1000, ge=0, description="SSE 'retry:' hint sent when the server closes a stream.")
     ws_per_message_deflate: bool = Field(False, description="Offer permessage-deflate (costs CPU per client).")
+
+    # --- observability (docs/observability.md) --------------------------------------------------------
+    internal_port: int | None = Field(
+        None, ge=1, le=65535, description="Serve /metrics and /admin/* only here (the public port 404s them)."
+    )
+    internal_host: str | None = Field(None, description="Address of the internal port (default: host).")
+    metrics_dir: str | None = Field(
+        None, description="Multi-worker metric files (wiped at start); default a fresh temp dir per serve."
+    )
+    metrics_refresh_seconds: float = Field(
+        1.0, gt=0, le=60, description="Multi-worker: how often each worker republishes its live gauges."
+    )
+    otel_enabled: bool = Field(False, description="Turn tracing on without any OTEL_* variable (OTLP/http).")
+    # The standard OpenTelemetry variables, read here so this stays the only reader of the environment.
+    otel_traces_exporter: str | None = Field(
+        None, validation_alias="OTEL_TRACES_EXPORTER", description="otlp, console or none."
+    )
+    otel_endpoint: str | None = Field(
+        None,
+        validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description="OTLP collector URL; setting it turns tracing on.",
+    )
+    otel_sdk_disabled: bool = Field(
+        False, validation_alias="OTEL_SDK_DISABLED", description="Force tracing off."
+    )
+    otel_service_name: str = Field(
+        "eventcast", validation_alias="OTEL_SERVICE_NAME", description="service.name of the spans."
+    )
 
     @field_validator("log_level")
     @classmethod

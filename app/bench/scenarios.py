@@ -140,12 +140,15 @@ class ScenarioRunner:
         self.clients = 0
         await asyncio.sleep(SETTLE_S)
 
-    async def memory_step(self, clients: int) -> dict[str, Any]:
+    async def memory_step(self, clients: int, before: int | None = None, added: int = 0) -> dict[str, Any]:
+        """RSS now; per client against the scenario's idle RSS, or (ramp) against `before` the `added` clients,
+        so history the gateway kept from earlier steps' events is not counted as connection memory."""
         await asyncio.sleep(SETTLE_S)
         rss = await self.memory.sample()
+        reference, count = (before, added) if before is not None else (self.idle_rss, clients)
         per_client = None
-        if rss is not None and self.idle_rss is not None and clients:
-            per_client = round((rss - self.idle_rss) / clients, 1)
+        if rss is not None and reference is not None and count:
+            per_client = round((rss - reference) / count, 1)
         server_connections = await self.server.server_connections()
         return {
             "idle_rss_bytes": self.idle_rss,
@@ -156,10 +159,14 @@ class ScenarioRunner:
         }
 
     async def step(self, clients: int, fresh: bool, sustain_s: float | None) -> dict[str, Any]:
+        before = None
         if fresh:
             await self.close_all()
+        else:
+            before = await self.memory.sample()
+        already = self.clients
         connect = await self.connect(clients)
-        memory = await self.memory_step(self.clients)
+        memory = await self.memory_step(self.clients, before, self.clients - already)
         broadcast = await self.phases.broadcast(self.config.events_per_step)
         memory["peak_rss_bytes"] = broadcast.pop("memory_peak_bytes")
         step: dict[str, Any] = {

@@ -173,7 +173,7 @@ class WorkerState:
             clients=len(trackers),
             disconnected=sum(1 for t in trackers if t.closed),
             expected=expected,
-            unique=sum(t.unique for t in trackers),
+            unique=sum(expected - t.lost(expected) for t in trackers),  # only events 0..expected-1 count
             duplicated=sum(t.dups for t in trackers),
             out_of_order=sum(t.ooo for t in trackers),
             lost=sum(t.lost(expected) for t in trackers),

@@ -8,8 +8,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from app import metrics
 from app.broker.base import BrokerUnavailable
 from app.hub import Hub
 from app.protocol import PublishError, parse_publish_body
@@ -137,5 +137,5 @@ async def admin_shed(request: Request) -> JSONResponse:
 
 
 @router.get("/metrics")
-async def metrics_endpoint() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+async def metrics_endpoint(request: Request) -> Response:
+    return Response(metrics.render(request.app.state.hub), media_type=metrics.CONTENT_TYPE)
