@@ -73,6 +73,9 @@ class Connection:
         self._queue: deque[Frame] = deque()
         self._pending: list[Event] = []
         self._replayed_until: Position | None = None
+        self._pending_bytes = 0
+        self._backlog: deque[Event] = deque()
+        self._after = Position(0, 0)
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
@@ -92,7 +95,11 @@ class Connection:
                 if not self._sample_seq:  # broadcast latency: one sampled frame in flight at a time
                     self._sample_seq, self._sample_ts = self.enqueued, event.ts
         elif state is State.SYNCING:
+            # Live events wait while history replays; they are bounded like the queue itself.
             self._pending.append(event)
+            self._pending_bytes += len(event.data_json)
+            if self._pending_bytes > self.max_queue_bytes:
+                self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer", flush=False)
 
     def push_frame(self, frame: Frame) -> None:
         """Queue a control frame (welcome, pong) in order with the events."""
@@ -112,15 +119,29 @@ class Connection:
         self._wake.set()
 
     def go_live(self, replayed: list[Event], after: Position) -> None:
-        """End the sync phase: queue the replay, then the live events that came meanwhile, skipping repeats."""
-        matches = self.filter.matches if self.filter is not None else None
-        for event in replayed:
+        """End the sync phase: send the replay, then the live events that came meanwhile, skipping repeats.
+
+        The replay is fed to the queue as the writer drains it (``_refill``), so a long history never
+        overflows the queue at once; live events wait in ``_pending`` until the replay is out.
+        """
+        self._backlog = deque(replayed)
+        self._after = after
+        self._refill()
+
+    def _refill(self) -> None:
+        backlog, matches = self._backlog, self.filter.matches if self.filter is not None else None
+        while backlog and self.queued_bytes < self.max_queue_bytes // 2:
+            event = backlog.popleft()
+            self._after = event.position
             if matches is None or matches(event):
                 self._enqueue(event.frame(self.subprotocol))
-            after = event.position
+        if not backlog and self.state is State.SYNCING:
+            self._finish_sync()
+
+    def _finish_sync(self) -> None:
         pending, self._pending = self._pending, []
-        if self.state is not State.SYNCING:
-            return
+        self._pending_bytes = 0
+        after = self._after
         self.state = State.LIVE
         self._replayed_until = after
         for event in pending:
@@ -148,6 +169,8 @@ class Connection:
                     if self.delivered == self._sample_seq:
                         self._sample_seq = 0
                         metrics.observe_broadcast(self._sample_ts)
+                    if not queue and self._backlog:
+                        self._refill()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the client went away mid-send; the endpoint sees the disconnect
@@ -196,3 +219,4 @@ class Connection:
         self._queue.clear()
         self.queued_bytes = 0
         self._pending.clear()
+        self._backlog.clear()
