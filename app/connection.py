@@ -66,9 +66,9 @@ class Connection:
         self.close_code: int | None = None
         self.close_reason = ""
         self.delivered = 0
-        self.enqueued = 0  # frames ever queued; with ``delivered``, pins the latency sample to its frame
-        self._sample_seq = 0  # the queued frame whose broadcast latency is sampled (0: none in flight)
-        self._sample_ts = 0.0
+        self.enqueued = 0  # frames ever queued; with ``delivered``, pins latency samples to their frames
+        self._samples: deque[tuple[int, float]] = deque()  # (frame number, event ts): observe once written
+        self._sample_countdown = metrics.first_sample_countdown()  # every Nth live frame is sampled
         self.counted = False  # set by the hub once the connection shows in metrics
         self._queue: deque[Frame] = deque()
         self._pending: list[Event] = []
@@ -92,8 +92,10 @@ class Connection:
                 self._replayed_until = None
             if self.filter is None or self.filter.matches(event):
                 self._enqueue(event.frame(self.subprotocol))
-                if not self._sample_seq:  # broadcast latency: one sampled frame in flight at a time
-                    self._sample_seq, self._sample_ts = self.enqueued, event.ts
+                self._sample_countdown -= 1
+                if self._sample_countdown < 0 and self.state is State.LIVE:  # broadcast latency, 1 in N
+                    self._sample_countdown = metrics.latency_sample_every - 1
+                    self._samples.append((self.enqueued, event.ts))
         elif state is State.SYNCING:
             # Live events wait while history replays; they are bounded like the queue itself.
             self._pending.append(event)
@@ -156,7 +158,7 @@ class Connection:
         self._writer = asyncio.create_task(self._write_forever(), name=f"eventcast-writer-{self.id}")
 
     async def _write_forever(self) -> None:
-        queue, send = self._queue, self.transport.send
+        queue, send, samples = self._queue, self.transport.send, self._samples
         try:
             while True:
                 await self._wake.wait()
@@ -166,9 +168,8 @@ class Connection:
                     self.queued_bytes -= len(frame)
                     await send(frame)
                     self.delivered += 1
-                    if self.delivered == self._sample_seq:
-                        self._sample_seq = 0
-                        metrics.observe_broadcast(self._sample_ts)
+                    if samples and samples[0][0] == self.delivered:
+                        metrics.observe_broadcast(samples.popleft()[1])
                     if not queue and self._backlog:
                         self._refill()
         except asyncio.CancelledError:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import glob
 import os
+import random
 import resource
 import time
 from collections.abc import Iterable, Iterator
@@ -145,6 +146,15 @@ def memory_above_baseline() -> int:
     if _baseline_rss is None:
         return 0
     return max(0, _process.memory_info().rss - _baseline_rss)
+
+
+#: Broadcast latency is observed for every Nth live frame of each connection (EVENTCAST_LATENCY_SAMPLE_EVERY).
+latency_sample_every = 8
+
+
+def first_sample_countdown() -> int:
+    """A random phase per connection, so samples fall uniformly over frame positions (head and tail of bursts)."""
+    return random.randrange(latency_sample_every)
 
 
 def observe_broadcast(ts_ms: float) -> None:

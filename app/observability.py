@@ -104,6 +104,7 @@ async def start(app: FastAPI, hub: Hub, settings: Settings) -> Running:
     """Called by the lifespan once the hub is up."""
     running = Running()
     metrics.take_baseline()
+    metrics.latency_sample_every = settings.latency_sample_every
     telemetry.setup(settings)
     if metrics.MULTIPROCESS:
         running.tasks.append(

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     metrics_refresh_seconds: float = Field(
         1.0, gt=0, le=60, description="Multi-worker: how often each worker republishes its live gauges."
     )
+    latency_sample_every: int = Field(
+        8, ge=1, le=1_000_000, description="Observe broadcast latency for 1 in N live frames per connection."
+    )
     otel_enabled: bool = Field(False, description="Turn tracing on without any OTEL_* variable (OTLP/http).")
     # The standard OpenTelemetry variables, read here so this stays the only reader of the environment.
     otel_traces_exporter: str | None = Field(

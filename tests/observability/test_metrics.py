@@ -19,6 +19,7 @@ from tests.observability.helpers import (
 from tests.servers import Gateway, RedisServer
 
 CHANNEL = "obs"
+EVERY_FRAME = {"EVENTCAST_LATENCY_SAMPLE_EVERY": "1"}
 
 
 async def open_subscribers(gw: Gateway, count: int) -> list[Subscriber]:
@@ -62,15 +63,15 @@ def matches(samples: Samples, want: dict[tuple[str, tuple[tuple[str, str], ...]]
 
 
 def check_derived(samples: Samples, live: int, events: int) -> None:
-    # Sampled latency: the first live event of every connection is always sampled, at most every frame.
-    sampled = value(samples, "eventcast_broadcast_latency_seconds_count")
-    assert live <= sampled <= live * events
+    # With EVENTCAST_LATENCY_SAMPLE_EVERY=1 every live frame written is observed, exactly once.
+    assert value(samples, "eventcast_broadcast_latency_seconds_count") == live * events
     above = value(samples, "eventcast_memory_above_baseline_bytes")
     per_connection = value(samples, "eventcast_memory_per_connection_bytes")
     assert per_connection == (above / live if live else 0.0)
 
 
-async def test_single_worker_counts_a_known_scenario(gateway: Gateway) -> None:
+async def test_single_worker_counts_a_known_scenario(gateway_factory: Callable[..., Gateway]) -> None:
+    gateway = gateway_factory(env=EVERY_FRAME)
     subscribers = await open_subscribers(gateway, 6)
     rest = await close_some(subscribers)
     await deliver(gateway, rest, 5)
@@ -95,7 +96,9 @@ async def test_two_workers_report_pod_totals(
 ) -> None:
     stale = tmp_path / "counter_1.db"
     stale.write_bytes(b"left over from an earlier run")  # must be wiped at start, not merged
-    gw = gateway_factory(broker=redis_server.url, workers=2, env={"EVENTCAST_METRICS_DIR": str(tmp_path)})
+    gw = gateway_factory(
+        broker=redis_server.url, workers=2, env={"EVENTCAST_METRICS_DIR": str(tmp_path), **EVERY_FRAME}
+    )
     assert not stale.exists()
     subscribers = await open_subscribers(gw, 6)
     # Keep connecting until both workers hold some (the kernel picks the worker that accepts).
@@ -125,4 +128,19 @@ async def test_two_workers_report_pod_totals(
         _, again = scrape(f"{gw.http}/metrics")
         assert matches(again, want)
     for sub in rest:
+        await sub.close()
+
+
+async def test_broadcast_latency_is_sampled_one_in_n(gateway_factory: Callable[..., Gateway]) -> None:
+    every = 4
+    gw = gateway_factory(env={"EVENTCAST_LATENCY_SAMPLE_EVERY": str(every)})
+    subscribers = await open_subscribers(gw, 3)
+    await deliver(gw, subscribers, 40)
+    _, samples = scrape_until(
+        f"{gw.http}/metrics", lambda s: value(s, "eventcast_broadcast_latency_seconds_count") == 30
+    )
+    # Every 4th live frame of each connection (random phase): exactly 40 / 4 per connection.
+    assert value(samples, "eventcast_broadcast_latency_seconds_count") == 3 * 40 // every
+    assert value(samples, "eventcast_broadcast_latency_seconds_sum") > 0
+    for sub in subscribers:
         await sub.close()
