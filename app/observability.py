@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import metrics, telemetry
 from app.hub import Hub
+from app.protocol import CloseCode
 from app.settings import Settings
 
 log = logging.getLogger("eventcast.observability")
@@ -51,7 +52,7 @@ class PortGuard:
                 allowed = not internal_only(path)
             if not allowed:
                 if scope["type"] == "websocket":
-                    await send({"type": "websocket.close", "code": 1008, "reason": "not found"})
+                    await send({"type": "websocket.close", "code": CloseCode.POLICY, "reason": "not found"})
                 else:
                     body = {"error": {"code": "not_found", "message": "Not Found"}}
                     await JSONResponse(body, status_code=404)(scope, receive, send)
