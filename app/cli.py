@@ -103,9 +103,30 @@ def _prepare_metrics_dir(settings: Settings) -> str | None:
                 os.unlink(os.path.join(settings.metrics_dir, name))
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = settings.metrics_dir
         return None
-    created = tempfile.mkdtemp(prefix="eventcast-metrics-")
+    # Named after this process, so a later serve can remove what a killed one (SIGKILL, OOM) left behind.
+    base = tempfile.gettempdir()
+    for name in os.listdir(base):
+        pid = name.removeprefix(METRICS_DIR_PREFIX)
+        if name.startswith(METRICS_DIR_PREFIX) and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+    created = os.path.join(base, f"{METRICS_DIR_PREFIX}{os.getpid()}")
+    shutil.rmtree(created, ignore_errors=True)
+    os.makedirs(created, mode=0o700)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = created
     return created
+
+
+METRICS_DIR_PREFIX = "eventcast-metrics-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _run_uvicorn(settings: Settings, logging_config: dict[str, Any]) -> None:
