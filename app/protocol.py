@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+import struct
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -139,6 +140,7 @@ class Event:
     ts: float
     trace: dict[str, str] | None = None
     _frames: dict[str, bytes | str] = field(default_factory=dict)
+    _wire: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def data(self) -> Any:
@@ -167,8 +169,31 @@ class Event:
             self._frames[subprotocol] = cached
         return cached
 
+    def wire(self, subprotocol: str) -> bytes:
+        """The whole WebSocket frame (header and payload) for one encoding, built once for every subscriber."""
+        cached = self._wire.get(subprotocol)
+        if cached is None:
+            cached = self._wire[subprotocol] = ws_frame(self.frame(subprotocol))
+        return cached
+
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "channel": self.channel, "type": self.type, "data": self.data, "ts": self.ts}
+
+
+def ws_frame(payload: bytes | str) -> bytes:
+    """A final, unmasked server-to-client WebSocket frame: text for str, binary for bytes (RFC 6455 5.2)."""
+    if isinstance(payload, str):
+        data, first = payload.encode(), 0x81
+    else:
+        data, first = payload, 0x82
+    size = len(data)
+    if size < 126:
+        header = bytes((first, size))
+    elif size < 65536:
+        header = struct.pack("!BBH", first, 126, size)
+    else:
+        header = struct.pack("!BBQ", first, 127, size)
+    return header + data
 
 
 def now_ms() -> float:

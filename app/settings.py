@@ -62,8 +62,12 @@ class Settings(BaseSettings):
     connect_rate: float = Field(0.0, ge=0, description="New connections per second per IP (0 = unlimited).")
     connect_burst: int = Field(0, ge=0, description="Connect bucket size (0 = max(1, connect_rate)).")
     sse_heartbeat_seconds: float = Field(15.0, gt=0, description="Interval of SSE keep-alive comments.")
-    sse_retry_ms: int = Field(1000, ge=0, description="SSE 'retry:' hint sent when the server closes a stream.")
-    ws_per_message_deflate: bool = Field(False, description="Offer permessage-deflate (costs CPU per client).")
+    sse_retry_ms: int = Field(
+        1000, ge=0, description="SSE 'retry:' hint sent when the server closes a stream."
+    )
+    ws_per_message_deflate: bool = Field(
+        False, description="Offer permessage-deflate (costs CPU per client)."
+    )
 
     # --- observability (docs/observability.md) --------------------------------------------------------
     internal_port: int | None = Field(

@@ -108,7 +108,9 @@ async def test_slow_consumer_is_closed_4008_while_fast_ones_get_everything(
     gateway_factory: Callable[..., Gateway],
 ) -> None:
     # A long idle timeout: on a loaded machine the paused client must not be cut for missing pings first.
-    gateway = gateway_factory(env={"EVENTCAST_SEND_QUEUE_BYTES": "65536", "EVENTCAST_IDLE_TIMEOUT_SECONDS": "300"})
+    gateway = gateway_factory(
+        env={"EVENTCAST_SEND_QUEUE_BYTES": "262144", "EVENTCAST_IDLE_TIMEOUT_SECONDS": "300"}
+    )
     url = f"{gateway.ws}/ws/events?channels=firehose"
     # The slow client stops reading: a small receive buffer, so the server's queue fills after ~100 KB.
     sock = socket.socket()
@@ -121,7 +123,7 @@ async def test_slow_consumer_is_closed_4008_while_fast_ones_get_everything(
     total = 600
     readers = asyncio.gather(*(f.collect(total, timeout=90) for f in fast))  # fast clients read all along
     ids: list[str] = []
-    for start in range(0, total, 5):  # bursts of 50 KB fit any healthy client's 64 KB queue
+    for start in range(0, total, 5):  # bursts of 50 KB fit any healthy client's 256 KB queue
         events = [
             {"channel": "firehose", "type": "big", "data": {"n": n, "p": payload}}
             for n in range(start, start + 5)
