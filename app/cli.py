@@ -139,6 +139,10 @@ def _run_uvicorn(settings: Settings, logging_config: dict[str, Any]) -> None:
         port=settings.port,
         workers=settings.workers,
         log_level=settings.log_level,
+        # Subscribers are served without ASGI (app/wsserver.py) unless per-client compression is wanted.
+        ws="auto"
+        if settings.ws_per_message_deflate or settings.ws_engine == "asgi"
+        else "app.wsserver:NativeWebSocket",
         ws_max_size=settings.max_control_bytes,
         ws_ping_interval=settings.idle_timeout_seconds / 2,
         ws_ping_timeout=settings.idle_timeout_seconds / 2,
@@ -217,7 +221,7 @@ async def _subscribe(url: str, since: str | None, max_events: int | None, reconn
         except websockets.ConnectionClosed as exc:
             rcvd = exc.rcvd
             typer.echo(f"closed: {rcvd.code if rcvd else 1006} {rcvd.reason if rcvd else ''}", err=True)
-        except OSError as exc:
+        except (OSError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
             typer.echo(f"cannot connect: {exc}", err=True)
         if not reconnect:
             return

@@ -1,7 +1,14 @@
-"""One subscriber: its subscriptions, its bounded outbound queue and the writer task that drains it.
+"""One subscriber: its subscriptions, its bounded outbound queue, and how that queue reaches the client.
 
 The hub calls ``push`` while fanning out; ``push`` never awaits, so one slow client cannot delay others.
 A client whose queue would pass ``max_queue_bytes`` is closed with 4008 (it may resume with ``since``).
+
+Two ways out, chosen by the transport:
+- direct (the native WebSocket, ``app.wsserver``): ``push`` appends the event's complete WebSocket frame,
+  built once per event (``Event.wire``), and marks the connection dirty; one flush per loop turn writes each
+  dirty connection's frames with a single ``write``. The transport's own buffer counts toward the bound.
+  No task per connection.
+- task (ASGI WebSocket, SSE): a writer task awaits ``transport.send`` for each frame.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from enum import Enum
 from typing import Protocol
 
 from app import metrics
-from app.protocol import CloseCode, Event, EventFilter, Position
+from app.protocol import CloseCode, Event, EventFilter, Position, ws_frame
 
 log = logging.getLogger("eventcast.connection")
 
@@ -24,10 +31,15 @@ Frame = bytes | str
 
 #: How long a close may wait for the client to take its pending frames and the close frame.
 CLOSE_FLUSH_SECONDS = 10.0
+_ZERO = Position(0, 0)
 
 
 class Transport(Protocol):
-    """What a connection needs from the WebSocket (or SSE) layer underneath it."""
+    """What a connection needs from the WebSocket (or SSE) layer underneath it.
+
+    A transport with ``direct = True`` also has ``write_frames(frames)`` (complete WebSocket frames, written
+    at once, never awaiting) and ``buffered()`` (bytes it holds that the kernel has not taken yet).
+    """
 
     kind: str  # "websocket" or "sse": the ``transport`` label of metrics
 
@@ -43,8 +55,62 @@ class State(Enum):
     CLOSED = "closed"
 
 
+class _Flusher:
+    """Writes every dirty direct connection once per loop turn, after the fan-out that dirtied it."""
+
+    __slots__ = ("dirty", "loop")
+
+    def __init__(self) -> None:
+        self.dirty: list[Connection] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def mark(self, conn: Connection) -> None:
+        if not self.dirty:
+            loop = asyncio.get_running_loop()
+            self.loop = loop
+            loop.call_soon(self.run)
+        self.dirty.append(conn)
+
+    def run(self) -> None:
+        dirty, self.dirty = self.dirty, []
+        for conn in dirty:
+            conn.flush()
+
+
+_flusher = _Flusher()
+
+
 class Connection:
-    """A subscriber. Owned by the hub; its writer task is the only code that writes to the transport."""
+    """A subscriber, owned by the hub."""
+
+    __slots__ = (
+        "_after",
+        "_backlog",
+        "_closer",
+        "_dirty",
+        "_pending",
+        "_pending_bytes",
+        "_queue",
+        "_replayed_until",
+        "_sample_countdown",
+        "_samples",
+        "_wake",
+        "_writer",
+        "channels",
+        "close_code",
+        "close_reason",
+        "counted",
+        "delivered",
+        "direct",
+        "enqueued",
+        "filter",
+        "id",
+        "max_queue_bytes",
+        "queued",
+        "state",
+        "subprotocol",
+        "transport",
+    )
 
     def __init__(
         self,
@@ -57,87 +123,124 @@ class Connection:
     ) -> None:
         self.id = secrets.token_hex(8)
         self.transport = transport
+        self.direct = bool(getattr(transport, "direct", False))
         self.channels = tuple(channels)
         self.subprotocol = subprotocol
         self.filter = event_filter if event_filter is not None and not event_filter.is_empty else None
         self.max_queue_bytes = max_queue_bytes
         self.state = State.SYNCING
-        self.queued_bytes = 0
+        self.queued = 0  # bytes in ``_queue``
         self.close_code: int | None = None
         self.close_reason = ""
-        self.delivered = 0
+        self.delivered = 0  # frames handed to the transport
         self.enqueued = 0  # frames ever queued; with ``delivered``, pins latency samples to their frames
-        self._samples: deque[tuple[int, float]] = deque()  # (frame number, event ts): observe once written
-        self._sample_countdown = metrics.first_sample_countdown()  # every Nth live frame is sampled
         self.counted = False  # set by the hub once the connection shows in metrics
-        self._queue: deque[Frame] = deque()
+        # Broadcast latency: every Nth live frame is sampled; (frame number, event ts) until written.
+        self._sample_countdown = metrics.first_sample_countdown()
+        self._samples: deque[tuple[int, float]] | None = None
+        self._queue: list[Frame] = []
+        self._dirty = False
         self._pending: list[Event] = []
-        self._replayed_until: Position | None = None
         self._pending_bytes = 0
-        self._backlog: deque[Event] = deque()
-        self._after = Position(0, 0)
-        self._wake = asyncio.Event()
+        self._replayed_until: Position | None = None
+        self._backlog: deque[Event] | None = None
+        self._after = _ZERO
+        self._wake: asyncio.Event | None = None if self.direct else asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
 
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes waiting for this client: our queue, plus what a direct transport still buffers."""
+        if self.direct:
+            return self.queued + int(self.transport.buffered())  # type: ignore[attr-defined]
+        return self.queued
+
     # -------------------------------------------------------------------------------- fan-out side
-    def push(self, event: Event) -> None:
-        """Queue one event without awaiting; drops it (and closes 4008) when the queue is full."""
+    def push(self, event: Event) -> bool:
+        """Queue one event without awaiting; True when a frame was queued.
+
+        Drops it (and closes 4008) when the queue is full; holds it while history replays.
+        """
         state = self.state
         if state is State.LIVE:
             if self._replayed_until is not None:
                 # Right after a resume the broker may still dispatch events the replay already sent.
                 if event.position <= self._replayed_until:
-                    return
+                    return False
                 self._replayed_until = None
-            if self.filter is None or self.filter.matches(event):
-                self._enqueue(event.frame(self.subprotocol))
-                self._sample_countdown -= 1
-                if self._sample_countdown < 0 and self.state is State.LIVE:  # broadcast latency, 1 in N
-                    self._sample_countdown = metrics.latency_sample_every - 1
-                    self._samples.append((self.enqueued, event.ts))
-        elif state is State.SYNCING:
+            if self.filter is not None and not self.filter.matches(event):
+                return False
+            if not self._enqueue(
+                event.wire(self.subprotocol) if self.direct else event.frame(self.subprotocol)
+            ):
+                return False
+            self._sample_countdown -= 1
+            if self._sample_countdown < 0:
+                self._sample_countdown = metrics.latency_sample_every - 1
+                if self._samples is None:
+                    self._samples = deque()
+                self._samples.append((self.enqueued, event.ts))
+            return True
+        if state is State.SYNCING:
             # Live events wait while history replays; they are bounded like the queue itself.
             self._pending.append(event)
             self._pending_bytes += len(event.data_json)
             if self._pending_bytes > self.max_queue_bytes:
-                self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer", flush=False)
+                self._overflow()
+        return False
 
     def push_frame(self, frame: Frame) -> None:
         """Queue a control frame (welcome, pong) in order with the events."""
         if self.state in (State.SYNCING, State.LIVE):
-            self._enqueue(frame)
+            self._enqueue(ws_frame(frame) if self.direct else frame)
 
-    def _enqueue(self, frame: Frame) -> None:
+    def _enqueue(self, frame: Frame) -> bool:
         size = len(frame)
-        if self.queued_bytes + size > self.max_queue_bytes:
-            self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer", flush=False)
-            # This frame and the queued ones are discarded (flush=False); later pushes are ignored.
-            metrics.MESSAGES_DROPPED.labels("slow_consumer").inc(1 + len(self._queue))
-            return
+        if self.queued + size > self.max_queue_bytes:
+            self._overflow()
+            return False
         self._queue.append(frame)
         self.enqueued += 1
-        self.queued_bytes += size
-        self._wake.set()
+        self.queued += size
+        if self.direct:
+            if not self._dirty:
+                self._dirty = True
+                _flusher.mark(self)
+        else:
+            self._wake.set()  # type: ignore[union-attr]
+        return True
+
+    def _overflow(self) -> None:
+        """The client cannot keep up: drop what waits and close with 4008 (it may resume)."""
+        metrics.MESSAGES_DROPPED.labels("slow_consumer").inc(1 + len(self._queue))
+        self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer", flush=False)
 
     def go_live(self, replayed: list[Event], after: Position) -> None:
         """End the sync phase: send the replay, then the live events that came meanwhile, skipping repeats.
 
-        The replay is fed to the queue as the writer drains it (``_refill``), so a long history never
+        The replay is fed to the queue as the client takes it (``_refill``), so a long history never
         overflows the queue at once; live events wait in ``_pending`` until the replay is out.
         """
-        self._backlog = deque(replayed)
+        self._backlog = deque(replayed) if replayed else None
         self._after = after
         self._refill()
 
     def _refill(self) -> None:
-        backlog, matches = self._backlog, self.filter.matches if self.filter is not None else None
-        while backlog and self.queued_bytes < self.max_queue_bytes // 2:
-            event = backlog.popleft()
-            self._after = event.position
-            if matches is None or matches(event):
-                self._enqueue(event.frame(self.subprotocol))
-        if not backlog and self.state is State.SYNCING:
+        backlog = self._backlog
+        if backlog is not None:
+            matches = self.filter.matches if self.filter is not None else None
+            while backlog and self.queued_bytes < self.max_queue_bytes // 2:
+                event = backlog.popleft()
+                self._after = event.position
+                if matches is None or matches(event):
+                    self._enqueue(
+                        event.wire(self.subprotocol) if self.direct else event.frame(self.subprotocol)
+                    )
+            if backlog:
+                return
+            self._backlog = None
+        if self.state is State.SYNCING:
             self._finish_sync()
 
     def _finish_sync(self) -> None:
@@ -153,24 +256,54 @@ class Connection:
     def set_filter(self, event_filter: EventFilter) -> None:
         self.filter = None if event_filter.is_empty else event_filter
 
-    # -------------------------------------------------------------------------------- writer side
+    # -------------------------------------------------------------------------------- direct writes
+    def flush(self) -> None:
+        """Write everything queued with one transport write (direct transports)."""
+        self._dirty = False
+        queue = self._queue
+        if not queue or self.state is State.CLOSED:
+            return
+        self._queue = []
+        self.queued = 0
+        self.transport.write_frames(queue)  # type: ignore[attr-defined]
+        self.delivered += len(queue)
+        samples = self._samples
+        if samples:
+            while samples and samples[0][0] <= self.delivered:
+                metrics.observe_broadcast(samples.popleft()[1])
+        buffered = self.transport.buffered()  # type: ignore[attr-defined]
+        if buffered > self.max_queue_bytes:  # the kernel stopped taking this client's bytes
+            self._overflow()
+        elif self._backlog is not None and buffered < self.max_queue_bytes // 2:
+            self._refill()
+
+    def on_writable(self) -> None:
+        """The transport drained below its low-water mark: continue a replay."""
+        if self._backlog is not None:
+            self._refill()
+
+    # -------------------------------------------------------------------------------- writer task
     def start(self) -> None:
-        self._writer = asyncio.create_task(self._write_forever(), name=f"eventcast-writer-{self.id}")
+        if not self.direct:
+            self._writer = asyncio.create_task(self._write_forever(), name=f"eventcast-writer-{self.id}")
 
     async def _write_forever(self) -> None:
-        queue, send, samples = self._queue, self.transport.send, self._samples
+        send, wake = self.transport.send, self._wake
+        assert wake is not None
         try:
             while True:
-                await self._wake.wait()
-                self._wake.clear()
-                while queue:
-                    frame = queue.popleft()
-                    self.queued_bytes -= len(frame)
-                    await send(frame)
-                    self.delivered += 1
-                    if samples and samples[0][0] == self.delivered:
-                        metrics.observe_broadcast(samples.popleft()[1])
-                    if not queue and self._backlog:
+                await wake.wait()
+                wake.clear()
+                while self._queue:
+                    batch, self._queue = self._queue, []
+                    for frame in batch:
+                        self.queued -= len(frame)
+                        await send(frame)
+                        self.delivered += 1
+                        samples = self._samples
+                        if samples and samples[0][0] == self.delivered:
+                            metrics.observe_broadcast(samples.popleft()[1])
+                    if not self._queue and self._backlog is not None:
                         self._refill()
         except asyncio.CancelledError:
             raise
@@ -178,8 +311,11 @@ class Connection:
             log.debug("send failed on %s: %r", self.id, exc)
 
     async def _flush(self) -> None:
+        if self.direct:
+            self.flush()
+            return
         while self._queue and self._writer is not None and not self._writer.done():
-            self._wake.set()
+            self._wake.set()  # type: ignore[union-attr]
             await asyncio.sleep(0.005)
 
     # -------------------------------------------------------------------------------- closing
@@ -199,12 +335,17 @@ class Connection:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._flush(), CLOSE_FLUSH_SECONDS)
             await self._stop_writer()
-            self._queue.clear()
-            self.queued_bytes = 0
+            self._drop_queue()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.transport.close(code, reason), CLOSE_FLUSH_SECONDS)
         finally:
             self.state = State.CLOSED
+
+    def _drop_queue(self) -> None:
+        self._queue = []
+        self.queued = 0
+        self._pending = []
+        self._backlog = None
 
     async def _stop_writer(self) -> None:
         if self._writer is not None and not self._writer.done():
@@ -217,7 +358,4 @@ class Connection:
         if self.state is not State.CLOSED and self._closer is None:
             self.state = State.CLOSED
         await self._stop_writer()
-        self._queue.clear()
-        self.queued_bytes = 0
-        self._pending.clear()
-        self._backlog.clear()
+        self._drop_queue()

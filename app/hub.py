@@ -232,8 +232,8 @@ class Hub:
             if not conns:
                 continue
             for conn in conns:
-                conn.push(event)
-            queued += len(conns)
+                if conn.push(event):  # filtered out, replaying or overflowing: not counted
+                    queued += 1
         if queued:
             metrics.MESSAGES_DELIVERED.inc(queued)
         metrics.FANOUT_DURATION.observe(time.perf_counter() - started)

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from app import __version__, observability
 from app.broker.base import create_broker
+from app.gateway import Gateway
 from app.hub import Hub
 from app.routes import http, sse, ws
 from app.security import Security
@@ -78,13 +79,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         await hub.start()
         app.state.hub = hub
+        gateway = Gateway(settings, hub, app.state.security)
+        app.state.gateway = gateway
+        gateway.start()
         observing = await observability.start(app, hub, settings)  # metrics, tracing, internal port
         undo = install_drain_on_sigterm(hub, settings.drain_seconds)
         log.info("eventcast ready", extra={"event": "ready", "broker": settings.broker_scheme})
         try:
-            yield {}
+            yield {"gateway": gateway}  # uvicorn hands this state to the native WebSocket protocol
         finally:
             undo()
+            await gateway.stop()
             await observing.stop()
             await hub.stop()
 

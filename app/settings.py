@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -66,7 +67,12 @@ class Settings(BaseSettings):
         1000, ge=0, description="SSE 'retry:' hint sent when the server closes a stream."
     )
     ws_per_message_deflate: bool = Field(
-        False, description="Offer permessage-deflate (costs CPU per client)."
+        False, description="Offer permessage-deflate (costs CPU per client; implies ws_engine=asgi)."
+    )
+    ws_engine: Literal["native", "asgi"] = Field(
+        "native",
+        description="native: subscribers served by app/wsserver.py (fast, no task per client); "
+        "asgi: through uvicorn's WebSocket implementation and the FastAPI routes.",
     )
 
     # --- observability (docs/observability.md) --------------------------------------------------------

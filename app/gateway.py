@@ -1,0 +1,124 @@
+"""The running gateway: hub, settings and security together, and the subscriber logic both WebSocket paths share.
+
+Two WebSocket front ends serve subscribers: the native protocol (``app.wsserver``, what ``eventcast serve``
+runs) and the ASGI routes (``app.routes.ws``, for any ASGI server). Both admit a client, build its Connection
+and handle its control messages here, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from starlette.datastructures import QueryParams
+
+from app.auth import Principal
+from app.connection import Connection, Transport
+from app.hub import Hub
+from app.protocol import (
+    SUBPROTOCOL_JSON,
+    SUBPROTOCOLS,
+    EventFilter,
+    EventId,
+    ProtocolError,
+    encode_control,
+    parse_channels,
+    parse_control,
+)
+from app.security import Security
+from app.settings import Settings
+
+
+class KeepAlive(Protocol):
+    def keepalive(self, now: float, idle_timeout: float) -> None: ...
+
+
+@dataclass(slots=True)
+class Admission:
+    """What a subscriber asked for, once checked."""
+
+    channels: list[str]
+    since: EventId | None
+    event_filter: EventFilter | None
+    principal: Principal | None
+
+
+class Gateway:
+    def __init__(self, settings: Settings, hub: Hub, security: Security) -> None:
+        self.settings = settings
+        self.hub = hub
+        self.security = security
+        self.sockets: set[KeepAlive] = set()  # native WebSockets, pinged by the keepalive sweeper
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------------------ subscribers
+    @staticmethod
+    def choose_subprotocol(offered: list[str]) -> tuple[str, str | None]:
+        """(encoding, subprotocol to answer): the first offered that we speak; JSON when none is offered."""
+        for name in offered:
+            if name in SUBPROTOCOLS:
+                return name, name
+        return SUBPROTOCOL_JSON, None
+
+    def admit(
+        self, headers: Mapping[str, str], query: QueryParams, client_ip: str, *, filtered: bool
+    ) -> Admission:
+        """Check a new subscriber. Raises ProtocolError or Refused with the close code to use."""
+        channels = parse_channels(query.get("channels"))
+        principal = self.security.admit_subscriber(headers, query, client_ip, channels)
+        since_text = query.get("since")
+        since = EventId.parse(since_text) if since_text else None
+        event_filter = (
+            EventFilter.from_query(query.get("types"), query.getlist("where")) if filtered else None
+        )
+        self.hub.check_capacity()
+        return Admission(channels, since, event_filter, principal)
+
+    def new_connection(self, transport: Transport, admission: Admission, encoding: str) -> Connection:
+        return Connection(
+            transport,
+            channels=admission.channels,
+            subprotocol=encoding,
+            event_filter=admission.event_filter,
+            max_queue_bytes=self.settings.send_queue_bytes,
+        )
+
+    @staticmethod
+    def handle_control(conn: Connection, payload: str | bytes, encoding: str) -> None:
+        """One client frame: replace the filter, or answer a ping; anything else closes with 4400."""
+        try:
+            control = parse_control(payload, encoding)
+            if control["op"] == "filter":
+                conn.set_filter(EventFilter.build(control.get("types"), control.get("where")))
+                conn.push_frame(encode_control({"type": "eventcast.filter", "ok": True}, encoding))
+            else:  # ping
+                conn.push_frame(encode_control({"type": "eventcast.pong"}, encoding))
+        except ProtocolError as exc:
+            conn.close_soon(exc.code, exc.reason)
+
+    # ------------------------------------------------------------------------------ background work
+    def track(self, future: asyncio.Future[Any]) -> None:
+        """Keep a reference to a fire-and-forget task until it is done."""
+        self._tasks.add(future)
+        future.add_done_callback(self._tasks.discard)
+
+    def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep(), name="eventcast-keepalive")
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _sweep(self) -> None:
+        """Ping native sockets every half idle timeout; close the ones silent for the whole timeout."""
+        idle = self.settings.idle_timeout_seconds
+        while True:
+            await asyncio.sleep(idle / 2)
+            now = time.monotonic()
+            for socket in list(self.sockets):
+                socket.keepalive(now, idle)
