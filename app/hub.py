@@ -21,6 +21,7 @@ from app.protocol import (
     Event,
     EventId,
     EventIn,
+    FrameBatch,
     encode_control,
     now_ms,
 )
@@ -226,14 +227,28 @@ class Hub:
         subscribers = self._subscribers
         queued = 0
         now = now_ms()
+        by_channel: dict[str, list[Event]] = {}
         for event in events:
-            conns = subscribers.get(event.channel)
             metrics.BROKER_LAG.observe(max(0.0, (now - event.ts) / 1000.0))
+            by_channel.setdefault(event.channel, []).append(event)
+        # One-channel clients take each channel's events as one pre-encoded batch. A client of several
+        # channels must see them in log order (one id resumes them all), so it gets them event by event.
+        several: set[Connection] = set()
+        for channel, channel_events in by_channel.items():
+            conns = subscribers.get(channel)
             if not conns:
                 continue
+            batch = FrameBatch(channel_events)
             for conn in conns:
-                if conn.push(event):  # filtered out, replaying or overflowing: not counted
-                    queued += 1
+                if len(conn.channels) == 1:
+                    queued += conn.push_batch(batch)
+                else:
+                    several.add(conn)
+        if several:
+            for event in events:
+                for conn in subscribers.get(event.channel, ()):
+                    if conn in several and conn.push(event):  # filtered, replaying, overflowing: not counted
+                        queued += 1
         if queued:
             metrics.MESSAGES_DELIVERED.inc(queued)
         metrics.FANOUT_DURATION.observe(time.perf_counter() - started)

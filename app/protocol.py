@@ -180,6 +180,35 @@ class Event:
         return {"id": self.id, "channel": self.channel, "type": self.type, "data": self.data, "ts": self.ts}
 
 
+class FrameBatch:
+    """Consecutive events of one channel, encoded once per encoding for every subscriber of that channel.
+
+    ``joined`` is every event's whole WebSocket frame in one bytes object: a direct connection appends it
+    to its queue as one item and the same object is written to every client.
+    """
+
+    __slots__ = ("_frames", "_joined", "events")
+
+    def __init__(self, events: list[Event]) -> None:
+        self.events = events
+        self._frames: dict[str, tuple[list[bytes | str], int]] = {}
+        self._joined: dict[str, bytes] = {}
+
+    def frames(self, subprotocol: str) -> tuple[list[bytes | str], int]:
+        """Payload frames (for task transports) and their total size."""
+        cached = self._frames.get(subprotocol)
+        if cached is None:
+            frames = [event.frame(subprotocol) for event in self.events]
+            cached = self._frames[subprotocol] = (frames, sum(len(f) for f in frames))
+        return cached
+
+    def joined(self, subprotocol: str) -> bytes:
+        cached = self._joined.get(subprotocol)
+        if cached is None:
+            cached = self._joined[subprotocol] = b"".join(event.wire(subprotocol) for event in self.events)
+        return cached
+
+
 def ws_frame(payload: bytes | str) -> bytes:
     """A final, unmasked server-to-client WebSocket frame: text for str, binary for bytes (RFC 6455 5.2)."""
     if isinstance(payload, str):
