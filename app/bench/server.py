@@ -225,9 +225,14 @@ def spawn_gateway(
     if broker:
         argv += ["--broker", broker]
     # Quiet logs (an access-log line per publish would be measured too) and a short drain at the end.
-    server = _spawn(
-        "eventcast", argv, port, cpus, {"EVENTCAST_LOG_LEVEL": "warning", "EVENTCAST_DRAIN_SECONDS": "1"}
-    )
+    # The publish flood outruns any subscriber by design; a 16 MB queue keeps it a measure of publishing
+    # rather than of slow-consumer cuts (which tests/test_lifecycle.py covers).
+    env = {
+        "EVENTCAST_LOG_LEVEL": "warning",
+        "EVENTCAST_DRAIN_SECONDS": "1",
+        "EVENTCAST_SEND_QUEUE_BYTES": str(16 << 20),
+    }
+    server = _spawn("eventcast", argv, port, cpus, env)
     server.workers = workers
     server.broker = broker or "memory://"
     return server
