@@ -25,7 +25,9 @@ pytest: venv
 	$(BIN)/pytest -q -p no:cacheprovider
 
 bench: system-deps venv
-	$(BIN)/eventcast bench --spawn --baseline --json docs/bench/results.json --plot docs/bench
+	$(BIN)/eventcast bench --spawn --baseline --scenarios targets,storm,ramp,sustained,publish \
+	  --max-clients 10000 --duration 10 --json docs/bench/results.json --plot docs/bench \
+	  --markdown docs/bench/table.md
 
 venv: $(STAMP)
 
