@@ -105,6 +105,12 @@ def bench(
         Path | None, typer.Option("--json", help="Write every figure to this JSON file")
     ] = None,
     plot: Annotated[Path | None, typer.Option(help="Write PNG charts into this directory")] = None,
+    markdown: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the Markdown tables (first targets, key figures with ratios, issue-6 targets) here"
+        ),
+    ] = None,
     processes: Annotated[
         int | None, typer.Option(help="Load-generator processes (default: the free cores)")
     ] = None,
@@ -166,6 +172,10 @@ def bench(
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(result, indent=1))
         console.print(f"JSON written to {json_path}")
+    if markdown is not None:
+        markdown.parent.mkdir(parents=True, exist_ok=True)
+        markdown.write_text(report_mod.markdown_report(result))
+        console.print(f"Markdown tables written to {markdown}")
     if plot is not None:
         from app.bench.plot import write_charts
 

@@ -104,9 +104,10 @@ class CpuMeter:
         parent = load.pop(os.getpid(), 0.0)
         workers = list(load.values())
         server_now = self.server.process_cpu_seconds()
-        server_pct = None
+        server_pct = server_cpu_s = None
         if server_now is not None and self._server_start is not None:
-            server_pct = round((server_now - self._server_start) / wall * 100.0, 1)
+            server_cpu_s = max(0.0, server_now - self._server_start)
+            server_pct = round(server_cpu_s / wall * 100.0, 1)
         busiest = max([parent, *workers])
         return {
             "load_workers_pct": [round(p, 1) for p in workers],
@@ -114,7 +115,35 @@ class CpuMeter:
             "load_max_pct": round(busiest, 1),
             "load_limited": busiest >= SATURATED_PCT,
             "server_pct": server_pct,
+            "server_cpu_s": None if server_cpu_s is None else round(server_cpu_s, 4),
+            "wall_s": round(wall, 4),
         }
+
+
+def server_efficiency(figures: dict[str, Any]) -> dict[str, Any]:
+    """Server CPU per delivery over a phase, and the deliveries/s one fully busy server core would give.
+
+    `server_cpu_us_per_delivery` = server CPU seconds during the phase (every process of a spawned server,
+    publish handling included) / deliveries. `projected_deliveries_per_s_per_core` = 1e6 / that: a
+    projection from measured CPU, not a measurement, that assumes the cost per delivery stays the same up to
+    a full core. It matters when `load_limited` is true: then the load generator, not the server, set the
+    measured deliveries/s, and the server had CPU to spare.
+    """
+    cpu = figures["cpu"]
+    cpu_s = cpu.get("server_cpu_s")
+    delivered = figures["delivery"]["delivered"]
+    per_delivery = cpu_s * 1e6 / delivered if cpu_s and delivered else None
+    return {
+        "server_cpu_s": cpu_s,
+        "deliveries": delivered,
+        "server_cpu_us_per_delivery": None if per_delivery is None else round(per_delivery, 3),
+        "projected_deliveries_per_s_per_core": None if per_delivery is None else round(1e6 / per_delivery),
+        "measured_deliveries_per_s": figures["throughput"]["deliveries_per_s"],
+        "server_pct": cpu.get("server_pct"),
+        "load_max_pct": cpu.get("load_max_pct"),
+        "load_limited": cpu.get("load_limited"),
+        "basis": "projection from measured server CPU (1e6 / server CPU us per delivery), not a measurement",
+    }
 
 
 def aggregate(results: Sequence[PhaseResult], expected: int, started_ms: float) -> dict[str, Any]:
@@ -296,7 +325,9 @@ class PhaseRunner:
                 "publish_latency": stats.summarize_samples(posts).as_dict(),
             }
 
-        return await self._phase(1, publish)
+        figures = await self._phase(1, publish)
+        figures["server_efficiency"] = server_efficiency(figures)
+        return figures
 
     async def flood(self, seconds: float, concurrency: int, batch: int) -> dict[str, Any]:
         """HTTP publish throughput: `concurrency` connections posting batches of `batch` as fast as answered."""

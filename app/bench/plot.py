@@ -67,8 +67,13 @@ def connect_histogram(report: dict[str, Any], out: Path) -> Path | None:
         source = scenarios.get("storm") or (scenarios.get("ramp", {}).get("steps") or [None])[-1]
         if not source or not source["connect"]["samples_ms"]:
             continue
+        samples = source["connect"]["samples_ms"]
+        # The JSON keeps at most ~1,000 evenly spaced order statistics per step: weigh each by how many
+        # connections it stands for, so the bars still count clients.
+        weight = max(1.0, (source["connect"].get("count") or len(samples)) / len(samples))
         axis.hist(
-            source["connect"]["samples_ms"],
+            samples,
+            weights=[weight] * len(samples),
             bins=50,
             alpha=0.6,
             label=f"{server['label']} ({source['connect']['attempted']} connects)",
@@ -95,12 +100,26 @@ def against_clients(report: dict[str, Any], out: Path) -> Path | None:
         steps = _steps(server)
         sustained = [s for s in steps if s.get("sustained")]
         if sustained:
-            throughput_axis.plot(
+            line = throughput_axis.plot(
                 [s["clients"] for s in sustained],
                 [s["sustained"]["throughput"]["deliveries_per_s"] or 0 for s in sustained],
                 marker="o",
-                label=server["label"],
+                label=f"{server['label']} measured",
             )
+            projected = [
+                (s["clients"], s["sustained"]["server_efficiency"]["projected_deliveries_per_s_per_core"])
+                for s in sustained
+                if (s["sustained"].get("server_efficiency") or {}).get("projected_deliveries_per_s_per_core")
+            ]
+            if projected:
+                throughput_axis.plot(
+                    [clients for clients, _ in projected],
+                    [value for _, value in projected],
+                    marker="x",
+                    linestyle="--",
+                    color=line[0].get_color(),
+                    label=f"{server['label']} projected per core (from server CPU)",
+                )
             drawn = True
         with_memory = [s for s in steps if s["memory"]["rss_bytes"] is not None]
         if with_memory:
@@ -120,6 +139,7 @@ def against_clients(report: dict[str, Any], out: Path) -> Path | None:
         axis.grid(True, which="both", alpha=0.3)
         axis.legend()
     throughput_axis.set_ylabel("sustained deliveries per second")
+    throughput_axis.set_yscale("log")
     throughput_axis.set_title("Deliveries/s against clients")
     memory_axis.set_ylabel("server resident memory (MB)")
     memory_axis.set_title("Memory against clients")

@@ -46,14 +46,34 @@ def _round(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)
 
 
+def pooled_percentile(connects: Iterable[dict[str, Any]], p: float) -> float | None:
+    """Nearest-rank percentile over several steps' connect samples; a step whose JSON keeps a thinned subset
+    of its samples (see `stats.thin_samples`) weighs each kept sample by count / kept."""
+    weighted: list[tuple[float, float]] = []
+    for connect in connects:
+        samples = connect["samples_ms"]
+        if samples:
+            weight = max(1.0, connect.get("count", len(samples)) / len(samples))
+            weighted += [(value, weight) for value in samples]
+    if not weighted:
+        return None
+    weighted.sort()
+    total = sum(weight for _, weight in weighted)
+    wanted = p / 100.0 * total
+    seen = 0.0
+    for value, weight in weighted:
+        seen += weight
+        if seen >= wanted - 1e-9:
+            return value
+    return weighted[-1][0]
+
+
 def target_checks(targets: dict[str, Any]) -> list[Check]:
     """The issue's table of first targets, judged on the `targets` scenario's steps."""
     steps = {step["clients"]: step for step in targets.get("steps", [])}
-    samples = [s for step in steps.values() for s in step["connect"]["samples_ms"]]
-    ordered = sorted(samples)
-    connect_p99 = ordered[max(0, -(-99 * len(ordered) // 100) - 1)] if ordered else None
+    connect_p99 = pooled_percentile([step["connect"] for step in steps.values()], 99.0)
     attempted = sum(step["connect"]["attempted"] for step in steps.values())
-    all_connected = attempted > 0 and len(samples) == attempted
+    all_connected = attempted > 0 and all(step["connect"]["failed"] == 0 for step in steps.values())
     twenty = steps.get(20)
     latency = twenty["broadcast"]["latency"]["p99_ms"] if twenty else None
     rates = [step["broadcast"]["delivery"]["rate"] for step in steps.values()]
@@ -204,6 +224,26 @@ def _step_figures(prefix: str, section: str, step: dict[str, Any]) -> Iterable[F
             "%",
             False,
         )
+        yield Figure(
+            f"{prefix}.server_cpu_pct", section, "server CPU", sustained["cpu"]["server_pct"], "%", False
+        )
+        efficiency = sustained.get("server_efficiency") or {}
+        yield Figure(
+            f"{prefix}.server_cpu_us_per_delivery",
+            section,
+            "server CPU per delivery",
+            efficiency.get("server_cpu_us_per_delivery"),
+            "us",
+            False,
+        )
+        yield Figure(
+            f"{prefix}.projected_deliveries_per_s_per_core",
+            section,
+            "projected deliveries/s per server core (from CPU)",
+            efficiency.get("projected_deliveries_per_s_per_core"),
+            "/s",
+            True,
+        )
     memory = step.get("memory")
     if memory:
         per_client = memory.get("per_client_bytes")
@@ -244,9 +284,19 @@ def figures(result: dict[str, Any]) -> list[Figure]:
     if "sustained" in scenarios:
         sustained = scenarios["sustained"]
         out += _step_figures("sustained", f"sustained, {sustained['clients']} clients", sustained)
-    for run in scenarios.get("publish", {}).get("runs", []):
-        prefix = f"publish.b{run['batch']}.s{run['subscribers']}"
-        section = f"publish, batch {run['batch']}, {run['subscribers']} subscribers"
+    publish = scenarios.get("publish", {})
+    engines = [("", publish.get("runs", []))]
+    engines += [(e["engine"], e.get("runs") or []) for e in publish.get("other_engines") or []]
+    for engine, runs in engines:
+        out += _publish_figures(engine, runs)
+    return out
+
+
+def _publish_figures(engine: str, runs: list[dict[str, Any]]) -> list[Figure]:
+    out: list[Figure] = []
+    for run in runs:
+        prefix = f"publish.{engine + '.' if engine else ''}b{run['batch']}.s{run['subscribers']}"
+        section = f"publish{f' ({engine})' if engine else ''}, batch {run['batch']}, {run['subscribers']} subscribers"
         latency = run["request_latency"]
         out += [
             Figure(f"{prefix}.requests_per_s", section, "requests/s", run["requests_per_s"], "/s", True),
@@ -367,6 +417,24 @@ def render(report: dict[str, Any], console: Console) -> None:
             )
             section = figure.section
         console.print(table)
+    verdicts = performance_targets(report)
+    if any(v.status != NOT_RUN for v in verdicts):
+        table = Table(title="Issue 6 targets (per worker process on one core)", title_justify="left")
+        for column in ("figure", "target", "eventcast", "baseline", "result", "note"):
+            table.add_column(column, overflow="fold")
+        for verdict in verdicts:
+            colour = "green" if verdict.status.startswith("PASS") else "red"
+            if not verdict.status.startswith(("PASS", "FAIL")):
+                colour = "white"
+            table.add_row(
+                verdict.figure,
+                verdict.target,
+                verdict.eventcast,
+                verdict.baseline,
+                f"[{colour}]{verdict.status}[/{colour}]",
+                verdict.note,
+            )
+        console.print(table)
     for note in report.get("notes", []):
         console.print(f"[yellow]note:[/yellow] {note}")
 
@@ -374,12 +442,22 @@ def render(report: dict[str, Any], console: Console) -> None:
 def limits_notes(server: dict[str, Any]) -> list[str]:
     """Say where the load generator, not the server, may have set a figure."""
     notes = []
-    for figure in figures(server):
+    by_key = {figure.key: figure for figure in figures(server)}
+    for figure in by_key.values():
         if figure.key.endswith("load_cpu_pct") and figure.value is not None and figure.value >= 90:
-            notes.append(
+            note = (
                 f"{server['label']} {figure.section}: a load-generator process ran at {figure.value:.0f}% "
                 "of a core; the figure may be the load generator's limit"
             )
+            prefix = figure.key.removesuffix("load_cpu_pct")
+            server_cpu = by_key.get(prefix + "server_cpu_pct")
+            projected = by_key.get(prefix + "projected_deliveries_per_s_per_core")
+            if server_cpu and server_cpu.value is not None and projected and projected.value is not None:
+                note += (
+                    f" (server at {server_cpu.value:.0f}% of its core; projected from its CPU per delivery: "
+                    f"{projected.value:,.0f} deliveries/s per server core)"
+                )
+            notes.append(note)
     return notes
 
 
@@ -417,3 +495,524 @@ def markdown_table(report: dict[str, Any]) -> str:
             f"| {f.section} | {f.label} | {_fmt(f.value, f.unit)} |" for f in figures(report["servers"][0])
         ]
     return "\n".join(lines) + "\n"
+
+
+# Issue 6: the per-core performance targets, and the key figures ---------------------------------------------
+TEN_K = 10_000
+STORM_TARGET = 1_000
+NA = "n/a on this machine"
+NOT_RUN = "not measured"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One row of the issue-6 targets table."""
+
+    key: str
+    figure: str
+    target: str
+    eventcast: str
+    baseline: str
+    status: str  # PASS | FAIL | PASS (projected) | FAIL (projected) | NA | NOT_RUN
+    value: float | None = None
+    load_limited: bool = False
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "figure": self.figure,
+            "target": self.target,
+            "eventcast": self.eventcast,
+            "baseline": self.baseline,
+            "value": self.value,
+            "status": self.status,
+            "load_limited": self.load_limited,
+            "note": self.note,
+        }
+
+
+def _servers(report: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    by_label = {server["label"]: server for server in report.get("servers", [])}
+    return by_label.get("eventcast"), by_label.get("baseline")
+
+
+def _scenario(server: dict[str, Any] | None, name: str) -> dict[str, Any] | None:
+    if server is None:
+        return None
+    found: dict[str, Any] | None = server.get("scenarios", {}).get(name)
+    return found
+
+
+def _step(server: dict[str, Any] | None, scenario: str, clients: int) -> dict[str, Any] | None:
+    for step in (_scenario(server, scenario) or {}).get("steps", []):
+        if step["clients"] == clients:
+            found: dict[str, Any] = step
+            return found
+    return None
+
+
+def _sustained(server: dict[str, Any] | None, clients: int) -> dict[str, Any] | None:
+    """The sustained scenario at `clients`, else the ramp step at `clients` (its short sustained burst)."""
+    sustained = _scenario(server, "sustained")
+    if sustained and sustained["clients"] == clients:
+        return sustained
+    step = _step(server, "ramp", clients)
+    return step if step and step.get("sustained") else None
+
+
+def publish_run(
+    server: dict[str, Any] | None, engine: str, batch: int, subscribers: int = 0
+) -> dict[str, Any] | None:
+    """The publish flood run on `engine` ("memory" or "redis") with that batch size and subscriber count."""
+    publish = _scenario(server, "publish")
+    if not publish:
+        return None
+    candidates: list[list[dict[str, Any]]] = []
+    if str(publish.get("engine") or "memory://").startswith(engine):
+        candidates.append(publish.get("runs") or [])
+    for other in publish.get("other_engines") or []:
+        if other["engine"] == engine:
+            candidates.append(other.get("runs") or [])
+    for runs in candidates:
+        for run in runs:
+            if run["batch"] == batch and run["subscribers"] == subscribers:
+                return run
+    return None
+
+
+def _num(value: float | None, unit: str) -> str:
+    return _fmt(value, unit) if value is not None else "-"
+
+
+def _judge(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def _limited(phase: dict[str, Any] | None) -> tuple[bool, str]:
+    cpu = (phase or {}).get("cpu") or {}
+    if not cpu.get("load_limited"):
+        return False, ""
+    server = cpu.get("server_pct")
+    return True, (
+        f"load-generator-limited: a load process at {cpu.get('load_max_pct'):.0f}% of a core"
+        + (f", server at {server:.0f}%" if server is not None else "")
+    )
+
+
+def _memory_row(ours: dict[str, Any] | None, theirs: dict[str, Any] | None) -> Verdict:
+    def per_client(server: dict[str, Any] | None) -> tuple[float | None, int | None]:
+        for name in ("sustained", "storm"):
+            scenario = _scenario(server, name)
+            if scenario and scenario["memory"].get("per_client_bytes") is not None:
+                return scenario["memory"]["per_client_bytes"] / 1024, scenario["connected"]
+        return None, None
+
+    value, clients = per_client(ours)
+    base, _ = per_client(theirs)
+    figure = "memory per idle connection (RSS delta / connections)"
+    if clients:
+        figure += f", {clients:,} clients"
+    return Verdict(
+        "memory_per_idle_connection",
+        figure,
+        "<= 20 KB",
+        _num(_round(value, 2), "KB"),
+        _num(_round(base, 2), "KB"),
+        NOT_RUN if value is None else _judge(value <= 20),
+        _round(value, 2),
+    )
+
+
+def _time_to_last_row(ours: dict[str, Any] | None, theirs: dict[str, Any] | None) -> Verdict:
+    def figures_of(server: dict[str, Any] | None) -> tuple[float | None, float | None, dict[str, Any] | None]:
+        step = _step(server, "ramp", TEN_K)
+        if not step:
+            return None, None, None
+        last = step["broadcast"]["time_to_last"]
+        return last["p50_ms"], last["max_ms"], step["broadcast"]
+
+    p50, worst, phase = figures_of(ours)
+    base_p50, base_max, _ = figures_of(theirs)
+    limited, note = _limited(phase)
+    return Verdict(
+        "broadcast_time_to_last_10k",
+        "single broadcast to 10,000 clients, time until the last client has it (p50 of the ramp step's "
+        "paced broadcasts; max in brackets)",
+        "<= 100 ms",
+        "-" if p50 is None else f"{_num(p50, 'ms')} ({_num(worst, 'ms')})",
+        "-" if base_p50 is None else f"{_num(base_p50, 'ms')} ({_num(base_max, 'ms')})",
+        NOT_RUN if p50 is None else _judge(p50 <= 100),
+        p50,
+        limited,
+        note,
+    )
+
+
+def _sustained_rows(ours: dict[str, Any] | None, theirs: dict[str, Any] | None) -> list[Verdict]:
+    mine, base = _sustained(ours, TEN_K), _sustained(theirs, TEN_K)
+
+    def measured(entry: dict[str, Any] | None) -> tuple[float | None, float | None, float | None]:
+        if not entry:
+            return None, None, None
+        phase = entry["sustained"]
+        return (
+            phase["throughput"]["deliveries_per_s"],
+            phase["latency"]["p99_ms"],
+            phase["delivery"]["rate"],
+        )
+
+    def projected(entry: dict[str, Any] | None) -> tuple[float | None, float | None]:
+        efficiency = (entry or {}).get("sustained", {}).get("server_efficiency") or {}
+        return (
+            efficiency.get("projected_deliveries_per_s_per_core"),
+            efficiency.get("server_cpu_us_per_delivery"),
+        )
+
+    rate, p99, delivered = measured(mine)
+    base_rate, base_p99, _ = measured(base)
+    limited, note = _limited(mine["sustained"] if mine else None)
+    if delivered is not None and delivered < 1.0:
+        note = f"{note}; " if note else ""
+        note += f"delivery {delivered * 100:.3f}%"
+    rows = [
+        Verdict(
+            "sustained_10k_measured",
+            "sustained deliveries/s at 10,000 clients, every event delivered, p99 <= 150 ms (measured; p99 "
+            "in brackets)",
+            ">= 1,000,000 /s",
+            "-" if rate is None else f"{_num(rate, '/s')} ({_num(p99, 'ms')})",
+            "-" if base_rate is None else f"{_num(base_rate, '/s')} ({_num(base_p99, 'ms')})",
+            NOT_RUN if rate is None else _judge(rate >= 1e6 and (p99 or 0) <= 150 and delivered == 1.0),
+            rate,
+            limited,
+            note,
+        )
+    ]
+    per_core, per_delivery = projected(mine)
+    base_core, base_per_delivery = projected(base)
+    rows.append(
+        Verdict(
+            "sustained_10k_projected",
+            "same, projected per server core from measured server CPU (1e6 / server CPU us per delivery; "
+            "a projection, not a measurement; us per delivery in brackets)",
+            ">= 1,000,000 /s",
+            "-" if per_core is None else f"{_num(per_core, '/s')} ({_num(per_delivery, 'us')})",
+            "-" if base_core is None else f"{_num(base_core, '/s')} ({_num(base_per_delivery, 'us')})",
+            NOT_RUN if per_core is None else f"{_judge(per_core >= 1e6)} (projected)",
+            per_core,
+            limited,
+            "latency at a fully busy core is not measured" if per_core is not None else "",
+        )
+    )
+    measured_ratio = ratio(rate, base_rate)
+    rows.append(
+        Verdict(
+            "deliveries_ratio_10k",
+            "sustained deliveries/s vs baseline at 10,000 clients (measured)",
+            ">= 5x",
+            "-" if measured_ratio is None else f"{measured_ratio:.2f}x",
+            "1x",
+            NOT_RUN if measured_ratio is None else _judge(measured_ratio >= 5),
+            measured_ratio,
+            limited,
+            "eventcast side load-generator-limited: the measured ratio is a lower bound" if limited else "",
+        )
+    )
+    projected_ratio = ratio(per_core, base_core)
+    rows.append(
+        Verdict(
+            "deliveries_ratio_10k_projected",
+            "same, from server CPU per delivery (baseline us / eventcast us; a projection)",
+            ">= 5x",
+            "-" if projected_ratio is None else f"{projected_ratio:.2f}x",
+            "1x",
+            NOT_RUN if projected_ratio is None else f"{_judge(projected_ratio >= 5)} (projected)",
+            projected_ratio,
+        )
+    )
+    return rows
+
+
+def _storm_row(ours: dict[str, Any] | None, theirs: dict[str, Any] | None) -> Verdict:
+    def p99(server: dict[str, Any] | None) -> float | None:
+        storm = _scenario(server, "storm")
+        if not storm or storm["clients"] != STORM_TARGET:
+            return None
+        value: float | None = storm["connect"]["p99_ms"]
+        return value
+
+    value = p99(ours)
+    return Verdict(
+        "storm_1000_connect_p99",
+        "1,000 clients connecting at once, p99 connect time",
+        "<= 150 ms",
+        _num(value, "ms"),
+        _num(p99(theirs), "ms"),
+        NOT_RUN if value is None else _judge(value <= 150),
+        value,
+    )
+
+
+def _twenty_row(ours: dict[str, Any] | None, theirs: dict[str, Any] | None) -> Verdict:
+    def p99(server: dict[str, Any] | None) -> float | None:
+        step = _step(server, "targets", 20)
+        value: float | None = step["broadcast"]["latency"]["p99_ms"] if step else None
+        return value
+
+    value = p99(ours)
+    return Verdict(
+        "broadcast_20_p99",
+        "20 clients, broadcast latency p99",
+        "<= 2 ms",
+        _num(value, "ms"),
+        _num(p99(theirs), "ms"),
+        NOT_RUN if value is None else _judge(value <= 2),
+        value,
+    )
+
+
+def _publish_rows(ours: dict[str, Any] | None, theirs: dict[str, Any] | None) -> list[Verdict]:
+    rows = []
+    publish = _scenario(ours, "publish")
+    redis_error = next(
+        (e.get("error") for e in (publish or {}).get("other_engines") or [] if e.get("error")), None
+    )
+    for engine in ("redis", "memory"):
+        single = publish_run(ours, engine, 1)
+        base_single = publish_run(theirs, "memory", 1) if engine == "memory" else None
+        limited, note = _limited(single)
+        if single is None and engine == "redis" and redis_error:
+            note = f"redis run failed: {redis_error}"
+        requests = single["requests_per_s"] if single else None
+        p95 = single["request_latency"]["p95_ms"] if single else None
+        rows.append(
+            Verdict(
+                f"publish_single_{engine}",
+                f"HTTP publish, single events, {engine} engine, no subscribers (p95 in brackets)",
+                ">= 5,000 req/s, p95 <= 10 ms",
+                "-" if requests is None else f"{_num(requests, '/s')} ({_num(p95, 'ms')})",
+                "-"
+                if base_single is None
+                else f"{_num(base_single['requests_per_s'], '/s')} "
+                f"({_num(base_single['request_latency']['p95_ms'], 'ms')})",
+                NOT_RUN if requests is None else _judge(requests >= 5000 and (p95 or 0) <= 10),
+                requests,
+                limited,
+                note,
+            )
+        )
+    for engine in ("redis", "memory"):
+        batch = publish_run(ours, engine, 100)
+        base_batch = publish_run(theirs, "memory", 100) if engine == "memory" else None
+        limited, note = _limited(batch)
+        events = batch["published_events_per_s"] if batch else None
+        rows.append(
+            Verdict(
+                f"publish_batch100_{engine}",
+                f"HTTP publish, batches of 100, {engine} engine, no subscribers",
+                ">= 100,000 events/s",
+                _num(events, "/s"),
+                "-" if base_batch is None else _num(base_batch["published_events_per_s"], "/s"),
+                NOT_RUN if events is None else _judge(events >= 100_000),
+                events,
+                limited,
+                note,
+            )
+        )
+    return rows
+
+
+def performance_targets(report: dict[str, Any]) -> list[Verdict]:
+    """Issue 6's targets judged on one report (eventcast, with the baseline's figures beside them)."""
+    ours, theirs = _servers(report)
+    workers = (ours or {}).get("workers") or 1
+    cpus = (report.get("machine") or {}).get("cpus") or 0
+    return [
+        _memory_row(ours, theirs),
+        _time_to_last_row(ours, theirs),
+        *_sustained_rows(ours, theirs),
+        _storm_row(ours, theirs),
+        _twenty_row(ours, theirs),
+        *_publish_rows(ours, theirs),
+        Verdict(
+            "two_workers_scaling",
+            "2 workers on 2 cores vs 1 worker, deliveries/s",
+            ">= 1.6x",
+            "-",
+            "-",
+            NA,
+            note=(
+                f"{cpus} cores: the load generator needs a core of its own, so 2 server cores leave it none"
+                if cpus <= 2
+                else f"this run used {workers} worker(s); run --workers 2 and compare"
+            ),
+        ),
+        Verdict(
+            "connections_per_process",
+            "connections per process (~19,000, open-file limit 20,000) with all of the above holding",
+            "~19,000",
+            "-",
+            "-",
+            NOT_RUN,
+            note="the standard run stops at --max-clients 10000",
+        ),
+    ]
+
+
+KEY_FIGURES: tuple[tuple[str, str], ...] = (
+    ("sustained.memory_per_client_kb", "memory per idle connection, {n} clients"),
+    ("storm.connect_p99_ms", "connect p99, {storm} clients at once"),
+    ("targets.20.latency_p99_ms", "broadcast latency p99, 20 clients"),
+    ("ramp.{n}.time_to_last_p50_ms", "single broadcast to {n} clients, time to last p50"),
+    ("ramp.{n}.time_to_last_max_ms", "single broadcast to {n} clients, time to last max"),
+    ("ramp.{n}.latency_p99_ms", "single broadcast to {n} clients, latency p99"),
+    ("sustained.deliveries_per_s", "sustained deliveries/s, {n} clients (measured)"),
+    ("sustained.sustained_p99_ms", "sustained latency p99, {n} clients"),
+    ("sustained.sustained_delivery", "sustained delivery, {n} clients"),
+    ("sustained.server_cpu_pct", "server CPU while sustained (share of its core)"),
+    ("sustained.load_cpu_pct", "busiest load-generator process while sustained"),
+    ("sustained.server_cpu_us_per_delivery", "server CPU per delivery, {n} clients"),
+    (
+        "sustained.projected_deliveries_per_s_per_core",
+        "projected deliveries/s per server core (from CPU, a projection)",
+    ),
+    ("sustained.peak_rss_mb", "peak RSS, {n} clients sustained"),
+    ("publish.b1.s0.requests_per_s", "HTTP publish, single events, req/s"),
+    ("publish.b1.s0.request_p95_ms", "HTTP publish, single events, p95"),
+    ("publish.b100.s0.events_per_s", "HTTP publish, batches of 100, events/s"),
+    ("publish.redis.b1.s0.requests_per_s", "HTTP publish (redis engine), single events, req/s"),
+    ("publish.redis.b1.s0.request_p95_ms", "HTTP publish (redis engine), single events, p95"),
+    ("publish.redis.b100.s0.events_per_s", "HTTP publish (redis engine), batches of 100, events/s"),
+)
+
+
+def key_figures(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The headline figures: eventcast, baseline and eventcast/baseline (None where a side has no figure)."""
+    ours, theirs = _servers(report)
+    if ours is None:
+        return []
+    sustained = _scenario(ours, "sustained") or {}
+    storm = _scenario(ours, "storm") or {}
+    ramp_steps = (_scenario(ours, "ramp") or {}).get("steps", [])
+    n = sustained.get("clients") or max((step["clients"] for step in ramp_steps), default=0)
+    mine = {f.key: f for f in figures(ours)}
+    base = {f.key: f for f in figures(theirs)} if theirs else {}
+    rows = []
+    for key_template, label in KEY_FIGURES:
+        key = key_template.format(n=n)
+        figure = mine.get(key)
+        if figure is None:
+            continue
+        other = base.get(key)
+        rows.append(
+            {
+                "key": key,
+                "figure": label.format(n=f"{n:,}", storm=f"{storm.get('clients', 0):,}"),
+                "unit": figure.unit,
+                "eventcast": figure.value,
+                "baseline": other.value if other else None,
+                "ratio": ratio(figure.value, other.value) if other else None,
+                "better": "higher" if figure.higher_is_better else "lower",
+            }
+        )
+    return rows
+
+
+def _ratio_plain(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def headline_markdown(report: dict[str, Any]) -> str:
+    """The key figures as one Markdown table (the README's headline table)."""
+    lines = [
+        "| figure | eventcast | naive baseline | eventcast/baseline |",
+        "|---|---|---|---|",
+    ]
+    for row in key_figures(report):
+        lines.append(
+            f"| {row['figure']} | {_num(row['eventcast'], row['unit'])} | "
+            f"{_num(row['baseline'], row['unit'])} | {_ratio_plain(row['ratio'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def targets_markdown(report: dict[str, Any]) -> str:
+    """Issue 6's targets with PASS/FAIL/n/a, the baseline's figure and what limited a row."""
+    lines = [
+        "| figure | target | eventcast | naive baseline | result | note |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in performance_targets(report):
+        lines.append(
+            f"| {row.figure} | {row.target} | {row.eventcast} | {row.baseline} | {row.status} | {row.note} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def markdown_report(report: dict[str, Any]) -> str:
+    """Everything `--markdown FILE` writes: first targets, key figures, issue-6 targets, all ratios."""
+    machine = report.get("machine") or {}
+    parts = [
+        "# eventcast bench tables",
+        "",
+        f"Generated by `{report.get('command', 'eventcast bench')}` on {report.get('started_at', '?')} "
+        f"({machine.get('cpus', '?')} cores, {machine.get('cpu_model', '?')}, Python "
+        f"{machine.get('python', '?')}). Ratios are eventcast / baseline: for times, CPU and memory below 1 "
+        "is better, for rates above 1.",
+        "",
+        "## Headline",
+        "",
+        "<!-- bench-table -->",
+        headline_markdown(report).rstrip("\n"),
+        "<!-- /bench-table -->",
+        "",
+        "## Issue 6 targets (per worker process on one core)",
+        "",
+        targets_markdown(report).rstrip("\n"),
+        "",
+        "## First targets",
+        "",
+    ]
+    for server in report.get("servers", []):
+        if server.get("checks"):
+            parts += [
+                f"**{server['label']}**",
+                "",
+                "| metric | target | measured | result |",
+                "|---|---|---|---|",
+            ]
+            parts += [
+                f"| {c['metric']} | {c['target']} | {_fmt(c['value'], c['unit'])} | {c['status']} |"
+                for c in server["checks"]
+            ]
+            parts.append("")
+    notes = report.get("notes") or []
+    if notes:
+        parts += ["## Notes", "", *[f"- {note}" for note in notes], ""]
+    rows = report.get("comparison") or []
+    parts += ["## Every figure", "", "<details><summary>all figures with ratios</summary>", ""]
+    if rows:
+        parts += [
+            "| scenario | figure | eventcast | baseline | eventcast/baseline |",
+            "|---|---|---|---|---|",
+        ]
+        parts += [
+            f"| {r['section']} | {r['figure']} | {_fmt(r['eventcast'], r['unit'])} | "
+            f"{_fmt(r['baseline'], r['unit'])} | {_ratio_plain(r['ratio'])} |"
+            for r in rows
+        ]
+    primary = report["servers"][0] if report.get("servers") else None
+    compared = {r["key"] for r in rows}
+    alone = [f for f in figures(primary) if f.key not in compared] if primary else []
+    if alone:
+        parts += [
+            "",
+            f"Figures of {primary['label'] if primary else ''} without a baseline counterpart:",
+            "",
+            "| scenario | figure | value |",
+            "|---|---|---|",
+        ]
+        parts += [f"| {f.section} | {f.label} | {_fmt(f.value, f.unit)} |" for f in alone]
+    parts += ["", "</details>", ""]
+    return "\n".join(parts)

@@ -21,7 +21,7 @@ import psutil
 
 from app.bench import report as report_mod
 from app.bench import server as server_mod
-from app.bench.scenarios import BenchConfig, ScenarioRunner
+from app.bench.scenarios import BenchConfig, ScenarioRunner, redis_publish_planned
 from app.bench.workers import WorkerPool, raise_file_limit
 
 SCHEMA_VERSION = 1
@@ -151,7 +151,11 @@ def describe(server: server_mod.ServerUnderTest) -> dict[str, Any]:
 
 
 def planned_steps(options: RunOptions) -> int:
-    return options.config.planned_steps() * (2 if options.baseline else 1)
+    steps = options.config.planned_steps() * (2 if options.baseline else 1)
+    spawned = options.spawn or not options.url
+    if redis_publish_planned(options.config, spawned, "eventcast", options.broker):
+        steps += 4  # the publish runs again on the Redis engine
+    return steps
 
 
 async def execute(options: RunOptions, advance: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -176,7 +180,7 @@ async def execute(options: RunOptions, advance: Callable[[str], None] | None = N
     notes = [note for server in servers for note in report_mod.limits_notes(server)]
     config = asdict(options.config)
     config["scenarios"] = list(options.config.scenarios)
-    return {
+    report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "tool": "eventcast bench",
         "started_at": dt.datetime.fromtimestamp(started, dt.UTC).isoformat(),
@@ -198,6 +202,9 @@ async def execute(options: RunOptions, advance: Callable[[str], None] | None = N
         "comparison": comparison,
         "notes": notes,
     }
+    report["performance_targets"] = [v.as_dict() for v in report_mod.performance_targets(report)]
+    report["key_figures"] = report_mod.key_figures(report)
+    return report
 
 
 def run_sync(options: RunOptions, advance: Callable[[str], None] | None = None) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.bench import server as server_mod
 from app.bench import stats
 from app.bench.measure import MemorySampler, PhaseOptions, PhaseRunner
 from app.bench.server import ServerUnderTest, is_loopback, with_channel
@@ -26,6 +27,7 @@ TARGET_STEPS = (1, 10, 20, 50, 100)
 RAMP_STEPS = (1, 10, 50, 100, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000)
 CLIENTS_PER_SOURCE_ADDRESS = 25000  # below the 28k ephemeral ports one source address has towards one port
 SETTLE_S = 0.5
+SAMPLES_KEPT = 1000  # raw connect times kept per step in the JSON
 
 
 @dataclass
@@ -43,6 +45,7 @@ class BenchConfig:
     publish_seconds: float = 3.0
     publish_concurrency: int = 16
     publish_subscribers: int = 100
+    publish_redis: bool = True  # spawned memory:// gateway: also run `publish` on a spawned redis-server
     connect_timeout_s: float = 10.0
     connect_concurrency: int = 200
     client: str = "raw"
@@ -90,7 +93,9 @@ def summarize_connects(results: list[ConnectResult], attempted: int, seconds: fl
         "seconds": round(seconds, 4),
         "per_s": round(len(durations) / seconds, 1) if seconds > 0 else None,
         **stats.summarize_samples(durations).as_dict(),
-        "samples_ms": [round(d, 3) for d in durations],
+        # At most SAMPLES_KEPT evenly spaced order statistics (min and max included): the histogram chart's
+        # shape without 10,000s of numbers in the JSON; the figures above are computed from every sample.
+        "samples_ms": [round(d, 3) for d in stats.thin_samples(durations, SAMPLES_KEPT)],
     }
 
 
@@ -245,19 +250,69 @@ class ScenarioRunner:
             "sustained": sustained,
         }
 
-    async def scenario_publish(self) -> dict[str, Any]:
+    async def publish_runs(self, engine: str = "") -> list[dict[str, Any]]:
         runs = []
         subscribers = min(self.config.publish_subscribers, self.config.max_clients)
+        tag = f" ({engine})" if engine else ""
         for with_subscribers in (0, subscribers):
             await self.close_all()
             if with_subscribers:
                 await self.connect(with_subscribers)
             for batch in (1, 100):
-                self.advance(f"{self.server.label}: publish, batch {batch}, {with_subscribers} subscribers")
+                self.advance(
+                    f"{self.server.label}{tag}: publish, batch {batch}, {with_subscribers} subscribers"
+                )
                 figures = await self.phases.flood(
                     self.config.publish_seconds, self.config.publish_concurrency, batch
                 )
                 figures["subscribers"] = with_subscribers
                 figures["memory_peak_bytes"] = figures.pop("memory_peak_bytes")
                 runs.append(figures)
-        return {"runs": runs, "engine": self.server.broker}
+        await self.close_all()
+        return runs
+
+    def wants_redis_publish(self) -> bool:
+        return redis_publish_planned(self.config, self.server.spawned, self.server.label, self.server.broker)
+
+    async def publish_on_redis(self) -> dict[str, Any]:
+        """The publish runs again on a gateway (same workers and CPUs) backed by a throwaway redis-server."""
+        entry: dict[str, Any] = {"engine": "redis", "broker": None, "runs": [], "error": None}
+        redis: server_mod.RedisProcess | None = None
+        gateway: ServerUnderTest | None = None
+        try:
+            redis = server_mod.spawn_redis()
+            await redis.wait_ready()
+            entry["broker"] = redis.url
+            gateway = server_mod.spawn_gateway(self.server.workers, redis.url, self.server.cpus)
+            await gateway.wait_ready()
+            runner = ScenarioRunner(gateway, self.pool, self.config, self.advance)
+            runner.memory.start()
+            try:
+                entry["runs"] = await runner.publish_runs("redis")
+            finally:
+                await runner.memory.stop()
+        except Exception as error:  # no redis-server, or it failed: a figure of the report, not a crash
+            entry["error"] = f"{type(error).__name__}: {error}"
+        finally:
+            if gateway is not None:
+                await gateway.stop()
+            if redis is not None:
+                await redis.stop()
+        return entry
+
+    async def scenario_publish(self) -> dict[str, Any]:
+        result: dict[str, Any] = {"runs": await self.publish_runs(), "engine": self.server.broker}
+        if self.wants_redis_publish():
+            result["other_engines"] = [await self.publish_on_redis()]
+        return result
+
+
+def redis_publish_planned(config: BenchConfig, spawned: bool, label: str, broker: str | None) -> bool:
+    """`publish` also measures the Redis engine when the bench spawned a memory:// gateway itself."""
+    return (
+        "publish" in config.scenarios
+        and config.publish_redis
+        and spawned
+        and label == "eventcast"
+        and (broker or "memory://").startswith("memory")
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,6 +27,7 @@ import psutil
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
+REDIS_READY_TIMEOUT_S = 10.0
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -253,6 +255,68 @@ def remote(ws_url: str, publish_url: str | None, token: str | None) -> ServerUnd
         raise ValueError(f"--url must be ws:// or wss://, got {ws_url!r}")
     publish = publish_url or http_base(ws_url) + "/events"
     return ServerUnderTest("eventcast", ws_url, publish, token=token)
+
+
+@dataclass
+class RedisProcess:
+    """A throwaway redis-server the bench started (no persistence) for the publish scenario's Redis engine."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def wait_ready(self, timeout_s: float = REDIS_READY_TIMEOUT_S) -> None:
+        """PING until PONG (bounded); raises RuntimeError with the log's tail otherwise."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            with contextlib.suppress(OSError, asyncio.TimeoutError):
+                reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", self.port), 1.0)
+                try:
+                    writer.write(b"PING\r\n")
+                    if (await asyncio.wait_for(reader.readline(), 1.0)).startswith(b"+PONG"):
+                        return
+                finally:
+                    writer.close()
+            await asyncio.sleep(0.1)
+        tail = self.log_path.read_text(errors="replace")[-500:] if self.log_path.exists() else ""
+        raise RuntimeError(f"redis-server on port {self.port} not ready after {timeout_s}s: {tail}")
+
+    async def stop(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            deadline = time.monotonic() + STOP_TIMEOUT_S
+            while self.process.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            if self.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5.0)
+
+
+def redis_server_path() -> str | None:
+    return shutil.which("redis-server")
+
+
+def spawn_redis(port: int | None = None) -> RedisProcess:
+    """Start `redis-server` on 127.0.0.1 and a free port, without persistence (RDB and AOF off)."""
+    binary = redis_server_path()
+    if binary is None:
+        raise RuntimeError("redis-server not found on PATH")
+    port = port or free_port()
+    log = Path(tempfile.mkstemp(prefix="eventcast-bench-redis-", suffix=".log")[1])
+    argv = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            argv, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    return RedisProcess(process, port, log)
 
 
 def is_loopback(ws_url: str) -> bool:

@@ -106,6 +106,17 @@ def summarize_histogram(counts: Sequence[int], max_ms: float | None, sum_ms: flo
     return Summary(count, sum_ms / count, rank(50.0), rank(95.0), rank(99.0), max_ms)
 
 
+def thin_samples(samples: Sequence[float], keep: int) -> list[float]:
+    """At most `keep` evenly spaced order statistics of `samples` (sorted; the min and max always kept)."""
+    ordered = sorted(samples)
+    if len(ordered) <= keep:
+        return ordered
+    if keep <= 1:
+        return ordered[-1:] if keep == 1 else []
+    last = len(ordered) - 1
+    return [ordered[round(i * last / (keep - 1))] for i in range(keep)]
+
+
 def cdf_points(counts: Sequence[int]) -> list[tuple[float, float]]:
     """(latency ms, cumulative fraction) for every non-empty bucket: what the CDF chart draws."""
     total = sum(counts)

@@ -16,6 +16,7 @@ from app.bench import baseline
 from app.bench.measure import PhaseOptions
 from app.bench.run import RunOptions, run_sync
 from app.bench.scenarios import TARGET_STEPS, BenchConfig
+from app.bench.server import redis_server_path
 
 
 def small_config(**overrides: Any) -> BenchConfig:
@@ -61,6 +62,13 @@ def test_spawned_gateway_with_50_clients_gets_every_event(gateway_report: dict[s
             assert 0 <= latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
         assert step["broadcast"]["time_to_last"]["complete_events"] == 10
         assert step["sustained"]["throughput"]["deliveries_per_s"] > 0
+        efficiency = step["sustained"]["server_efficiency"]
+        assert efficiency["deliveries"] == step["sustained"]["delivery"]["delivered"]
+        assert efficiency["server_cpu_s"] > 0 and efficiency["server_cpu_us_per_delivery"] > 0
+        assert efficiency["projected_deliveries_per_s_per_core"] == pytest.approx(
+            1e6 / efficiency["server_cpu_us_per_delivery"], rel=0.01
+        )
+        assert "projection" in efficiency["basis"]
         assert step["memory"]["rss_bytes"] > step["memory"]["idle_rss_bytes"] > 0
     fifty = steps[-1]
     assert 0 < fifty["memory"]["per_client_bytes"] < 10 * 1024 * 1024
@@ -77,6 +85,22 @@ def test_publish_scenario_counts_requests_and_deliveries(gateway_report: dict[st
         assert run["delivery"]["rate"] == 1.0 and run["delivery"]["out_of_order"] == 0
 
 
+@pytest.mark.skipif(redis_server_path() is None, reason="redis-server not installed")
+def test_publish_scenario_also_measures_a_spawned_redis_engine(gateway_report: dict[str, Any]) -> None:
+    publish = gateway_report["servers"][0]["scenarios"]["publish"]
+    assert publish["engine"] == "memory://"
+    [redis] = publish["other_engines"]
+    assert redis["engine"] == "redis" and redis["error"] is None, redis
+    assert redis["broker"].startswith("redis://127.0.0.1:")
+    assert [(r["batch"], r["subscribers"]) for r in redis["runs"]] == [(1, 0), (100, 0), (1, 10), (100, 10)]
+    for run in redis["runs"]:
+        assert run["requests"] > 0 and not run["errors"]
+    for run in redis["runs"][2:]:
+        assert run["delivery"]["rate"] == 1.0 and run["delivery"]["out_of_order"] == 0
+    rows = {row["key"]: row for row in gateway_report["performance_targets"]}
+    assert rows["publish_single_redis"]["status"] in ("PASS", "FAIL")
+
+
 SCHEMA_TOP = {
     "schema_version",
     "tool",
@@ -89,6 +113,8 @@ SCHEMA_TOP = {
     "servers",
     "comparison",
     "notes",
+    "performance_targets",
+    "key_figures",
 }
 SCHEMA_SERVER = {
     "label",
@@ -153,7 +179,15 @@ SCHEMA_DELIVERY = {
     "rate",
 }
 SCHEMA_LATENCY = {"count", "mean_ms", "p50_ms", "p95_ms", "p99_ms", "max_ms"}
-SCHEMA_CPU = {"load_workers_pct", "publisher_pct", "load_max_pct", "load_limited", "server_pct"}
+SCHEMA_CPU = {
+    "load_workers_pct",
+    "publisher_pct",
+    "load_max_pct",
+    "load_limited",
+    "server_pct",
+    "server_cpu_s",
+    "wall_s",
+}
 
 
 def test_json_schema_is_stable(gateway_report: dict[str, Any]) -> None:
@@ -167,7 +201,12 @@ def test_json_schema_is_stable(gateway_report: dict[str, Any]) -> None:
     assert set(step["connect"]) == SCHEMA_CONNECT
     assert set(step["memory"]) == SCHEMA_MEMORY
     assert set(step["broadcast"]) == SCHEMA_PHASE
-    assert set(step["sustained"]) >= SCHEMA_PHASE - {"publish_latency"} | {"target_rate", "batch", "window"}
+    assert set(step["sustained"]) >= SCHEMA_PHASE - {"publish_latency"} | {
+        "target_rate",
+        "batch",
+        "window",
+        "server_efficiency",
+    }
     assert set(step["broadcast"]["delivery"]) == SCHEMA_DELIVERY
     assert set(step["broadcast"]["latency"]) == SCHEMA_LATENCY
     assert set(step["broadcast"]["time_to_last"]) == SCHEMA_LATENCY | {"complete_events"}
@@ -234,6 +273,8 @@ def test_cli_against_a_remote_url_writes_json_and_charts(baseline_url: str, tmp_
         str(out),
         "--plot",
         str(charts),
+        "--markdown",
+        str(tmp_path / "table.md"),
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -246,3 +287,5 @@ def test_cli_against_a_remote_url_writes_json_and_charts(baseline_url: str, tmp_
         "latency-cdf-eventcast.png",
     }
     assert "ramp, 20 clients" in done.stdout
+    tables = (tmp_path / "table.md").read_text()
+    assert "## Issue 6 targets" in tables and "<!-- bench-table -->" in tables

@@ -7,8 +7,15 @@ from typing import Any
 
 from app.bench import stats
 from app.bench.client import Phase, Tracker
+from app.bench.measure import server_efficiency
 from app.bench.publisher import event_body
-from app.bench.report import comparison, target_checks
+from app.bench.report import (
+    comparison,
+    markdown_report,
+    performance_targets,
+    pooled_percentile,
+    target_checks,
+)
 from app.bench.server import parse_metric, with_channel
 
 
@@ -112,3 +119,74 @@ def _full_step(clients: int, p99: float) -> dict[str, Any]:
         "broadcast": {"latency": latency, "time_to_last": latency, "delivery": {"rate": 1.0}},
         "memory": {"per_client_bytes": 1024.0, "peak_rss_bytes": 1e6},
     }
+
+
+def test_thin_samples_keeps_evenly_spaced_order_statistics() -> None:
+    samples = [float(i) for i in range(10_000, 0, -1)]
+    kept = stats.thin_samples(samples, 1000)
+    assert len(kept) == 1000 and kept == sorted(kept)
+    assert kept[0] == 1.0 and kept[-1] == 10_000.0
+    assert stats.thin_samples([3.0, 1.0], 1000) == [1.0, 3.0]
+
+
+def test_pooled_percentile_weighs_thinned_steps() -> None:
+    many = {"count": 10_000, "samples_ms": stats.thin_samples([float(i) for i in range(1, 10_001)], 100)}
+    few = {"count": 10, "samples_ms": [100_000.0] * 10}
+    p99 = pooled_percentile([many, few], 99.0)
+    assert p99 is not None and 9_800 <= p99 <= 10_000  # ten slow connects of 10,010 are not the p99
+
+
+def test_server_efficiency_projects_from_cpu_per_delivery() -> None:
+    phase = {
+        "cpu": {"server_cpu_s": 2.5, "server_pct": 25.0, "load_max_pct": 98.0, "load_limited": True},
+        "delivery": {"delivered": 4_000_000},
+        "throughput": {"deliveries_per_s": 400_000.0},
+    }
+    figures = server_efficiency(phase)
+    assert figures["server_cpu_us_per_delivery"] == 0.625
+    assert figures["projected_deliveries_per_s_per_core"] == 1_600_000
+    assert figures["load_limited"] is True
+    assert server_efficiency({**phase, "cpu": {"server_cpu_s": None}})["server_cpu_us_per_delivery"] is None
+
+
+def _sustained(clients: int, rate: float, p99: float, us: float, limited: bool) -> dict[str, Any]:
+    return {
+        "clients": clients,
+        "connected": clients,
+        "connect": {"attempted": clients, "p50_ms": 1.0, "p99_ms": 2.0, "success_rate": 1.0},
+        "memory": {"per_client_bytes": 7 * 1024, "peak_rss_bytes": 1e8},
+        "sustained": {
+            "throughput": {"deliveries_per_s": rate},
+            "latency": {"p99_ms": p99},
+            "delivery": {"rate": 1.0},
+            "cpu": {"load_max_pct": 98.0 if limited else 50.0, "load_limited": limited, "server_pct": 25.0},
+            "server_efficiency": {
+                "server_cpu_us_per_delivery": us,
+                "projected_deliveries_per_s_per_core": round(1e6 / us),
+            },
+        },
+    }
+
+
+def test_performance_targets_judge_measured_and_projected_separately() -> None:
+    ours = {
+        "label": "eventcast",
+        "workers": 1,
+        "scenarios": {"sustained": _sustained(10_000, 4e5, 90, 0.6, True)},
+    }
+    theirs = {"label": "baseline", "scenarios": {"sustained": _sustained(10_000, 7.5e4, 140, 13.0, False)}}
+    report = {"machine": {"cpus": 2}, "servers": [ours, theirs]}
+    rows = {row.key: row for row in performance_targets(report)}
+    assert rows["memory_per_idle_connection"].status == "PASS"
+    measured = rows["sustained_10k_measured"]
+    assert measured.status == "FAIL" and measured.load_limited and "load-generator-limited" in measured.note
+    assert rows["sustained_10k_projected"].status == "PASS (projected)"
+    assert (
+        rows["deliveries_ratio_10k"].status == "PASS" and "lower bound" in rows["deliveries_ratio_10k"].note
+    )
+    assert rows["deliveries_ratio_10k_projected"].status == "PASS (projected)"
+    assert rows["two_workers_scaling"].status == "n/a on this machine"
+    assert rows["storm_1000_connect_p99"].status == "not measured"  # no storm in this report
+    text = markdown_report({**report, "comparison": comparison(ours, theirs), "command": "eventcast bench"})
+    assert "<!-- bench-table -->" in text and "PASS (projected)" in text
+    assert "projected deliveries/s per server core" in text
