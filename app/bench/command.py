@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -170,7 +169,7 @@ def bench(
     report_mod.render(result, console)
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(result, indent=1))
+        json_path.write_text(report_mod.to_json(result) + "\n")
         console.print(f"JSON written to {json_path}")
     if markdown is not None:
         markdown.parent.mkdir(parents=True, exist_ok=True)

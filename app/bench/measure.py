@@ -25,6 +25,8 @@ from app.bench.server import ServerUnderTest
 from app.bench.workers import Collect, PhaseResult, StartPhase, WorkerPool
 
 POLL_S = 0.002
+IN_FLIGHT = 100_000  # sustained, flow-controlled: deliveries outstanding over all clients at most
+MIN_WINDOW = 8  # ... but at least this many events per client
 SATURATED_PCT = 90.0  # a load process above this share of a core may have limited the measurement
 
 _phase_ids = itertools.count(int(time.time()) % 100000 * 1000)
@@ -75,14 +77,34 @@ class MemorySampler:
             self._task = None
 
 
+def _busy_cpu_seconds(cpus: Sequence[int]) -> list[tuple[float, float]]:
+    """(busy, total) CPU seconds so far of each listed core, softirq and system time included."""
+    try:
+        per_cpu = psutil.cpu_times(percpu=True)
+    except (psutil.Error, OSError):  # pragma: no cover - no /proc/stat
+        return []
+    out = []
+    for index in cpus:
+        if index < len(per_cpu):
+            times = per_cpu[index]
+            total = float(sum(times))
+            idle = float(times.idle + getattr(times, "iowait", 0.0))
+            out.append((total - idle, total))
+    return out
+
+
 @dataclass
 class CpuMeter:
-    """CPU used by the load generator (each worker and the publishing parent) and the spawned server."""
+    """CPU used by the load generator (each worker and the publishing parent) and the spawned server, and how
+    busy the load generator's cores were (kernel loopback and softirq work included, which no process's own
+    CPU time shows)."""
 
     pool_pids: Sequence[int]
     server: ServerUnderTest
+    load_cpus: Sequence[int] | None = None
     _start: dict[int, float] = field(default_factory=dict)
     _server_start: float | None = None
+    _cores_start: list[tuple[float, float]] = field(default_factory=list)
     _wall: float = 0.0
 
     @staticmethod
@@ -97,12 +119,23 @@ class CpuMeter:
         self._wall = time.monotonic()
         self._start = {pid: self._cpu(pid) for pid in [os.getpid(), *self.pool_pids]}
         self._server_start = self.server.process_cpu_seconds()
+        self._cores_start = _busy_cpu_seconds(self.load_cpus or [])
+
+    def _cores_busy_pct(self) -> float | None:
+        now = _busy_cpu_seconds(self.load_cpus or [])
+        if not now or len(now) != len(self._cores_start):
+            return None
+        busy = sum(b - b0 for (b, _), (b0, _) in zip(now, self._cores_start, strict=True))
+        total = sum(t - t0 for (_, t), (_, t0) in zip(now, self._cores_start, strict=True))
+        return round(busy / total * 100.0, 1) if total > 0 else None
 
     def stop(self) -> dict[str, Any]:
         wall = max(1e-6, time.monotonic() - self._wall)
-        load = {pid: (self._cpu(pid) - start) / wall * 100.0 for pid, start in self._start.items()}
+        used = {pid: self._cpu(pid) - start for pid, start in self._start.items()}
+        load = {pid: seconds / wall * 100.0 for pid, seconds in used.items()}
         parent = load.pop(os.getpid(), 0.0)
         workers = list(load.values())
+        cores_busy = self._cores_busy_pct()
         server_now = self.server.process_cpu_seconds()
         server_pct = server_cpu_s = None
         if server_now is not None and self._server_start is not None:
@@ -113,7 +146,9 @@ class CpuMeter:
             "load_workers_pct": [round(p, 1) for p in workers],
             "publisher_pct": round(parent, 1),
             "load_max_pct": round(busiest, 1),
-            "load_limited": busiest >= SATURATED_PCT,
+            "load_limited": busiest >= SATURATED_PCT or (cores_busy or 0.0) >= SATURATED_PCT,
+            "load_cores_busy_pct": cores_busy,
+            "load_cpu_s": round(sum(used.values()), 4),
             "server_pct": server_pct,
             "server_cpu_s": None if server_cpu_s is None else round(server_cpu_s, 4),
             "wall_s": round(wall, 4),
@@ -131,18 +166,30 @@ def server_efficiency(figures: dict[str, Any]) -> dict[str, Any]:
     """
     cpu = figures["cpu"]
     cpu_s = cpu.get("server_cpu_s")
+    load_s = cpu.get("load_cpu_s")
     delivered = figures["delivery"]["delivered"]
+    events = figures["delivery"]["events"]
+    requests = figures.get("requests")
     per_delivery = cpu_s * 1e6 / delivered if cpu_s and delivered else None
+    per_request = cpu_s * 1e6 / requests if cpu_s and requests else None
     return {
         "server_cpu_s": cpu_s,
         "deliveries": delivered,
         "server_cpu_us_per_delivery": None if per_delivery is None else round(per_delivery, 3),
         "projected_deliveries_per_s_per_core": None if per_delivery is None else round(1e6 / per_delivery),
         "measured_deliveries_per_s": figures["throughput"]["deliveries_per_s"],
+        # per published event (a paced broadcast: what one fan-out to every client cost each side)
+        "server_cpu_ms_per_event": round(cpu_s * 1e3 / events, 3) if cpu_s and events else None,
+        "load_cpu_ms_per_event": round(load_s * 1e3 / events, 3) if load_s and events else None,
+        # per HTTP request (the publish flood)
+        "server_cpu_us_per_request": None if per_request is None else round(per_request, 1),
+        "projected_requests_per_s_per_core": None if per_request is None else round(1e6 / per_request),
         "server_pct": cpu.get("server_pct"),
         "load_max_pct": cpu.get("load_max_pct"),
+        "load_cores_busy_pct": cpu.get("load_cores_busy_pct"),
         "load_limited": cpu.get("load_limited"),
-        "basis": "projection from measured server CPU (1e6 / server CPU us per delivery), not a measurement",
+        "basis": "projection from measured server CPU (1e6 / server CPU us per delivery or request), "
+        "not a measurement",
     }
 
 
@@ -246,7 +293,7 @@ class PhaseRunner:
         phase_id = next(_phase_ids)
         await self.pool.broadcast(StartPhase(phase_id, streams))
         await asyncio.sleep(0.05)  # let the workers' progress reflect the new phase
-        meter = CpuMeter(self.pool.pids, self.server)
+        meter = CpuMeter(self.pool.pids, self.server, self.pool.cpus)
         self.memory.reset()
         meter.start()
         started_ms = time.time() * 1000.0
@@ -259,6 +306,7 @@ class PhaseRunner:
         figures["cpu"] = cpu
         figures["memory_peak_bytes"] = self.memory.peak
         figures.update(extra)
+        figures["server_efficiency"] = server_efficiency(figures)
         return figures
 
     async def broadcast(self, events: int) -> dict[str, Any]:
@@ -288,9 +336,11 @@ class PhaseRunner:
         async def publish(phase_id: int) -> dict[str, Any]:
             publisher = self._publisher()
             clients = max(1, self.pool.read_progress().live)
-            # Events a client may lag behind (bounded bytes per client, far below the gateway's send queue),
-            # published in quarters so the next batch is already queued while the previous one is delivered.
-            window = max(100, min(2000, 100_000 // clients))
+            # Events a client may lag behind, published in quarters so the next batch is already queued while
+            # the previous one is delivered. At most IN_FLIGHT deliveries are outstanding over all clients
+            # (100 ms at the 1M/s target): a bigger backlog would sit in the subscribers' socket buffers
+            # whenever the load generator is the slower side and show up as latency the gateway did not add.
+            window = max(MIN_WINDOW, min(2000, IN_FLIGHT // clients))
             step = max(1, min(batch, window // 4))
             sent = 0
             posts: list[float] = []
@@ -325,9 +375,7 @@ class PhaseRunner:
                 "publish_latency": stats.summarize_samples(posts).as_dict(),
             }
 
-        figures = await self._phase(1, publish)
-        figures["server_efficiency"] = server_efficiency(figures)
-        return figures
+        return await self._phase(1, publish)
 
     async def flood(self, seconds: float, concurrency: int, batch: int) -> dict[str, Any]:
         """HTTP publish throughput: `concurrency` connections posting batches of `batch` as fast as answered."""

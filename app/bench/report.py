@@ -5,6 +5,7 @@ dicts, so the tests can check them without running anything.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -196,6 +197,23 @@ def _step_figures(prefix: str, section: str, step: dict[str, Any]) -> Iterable[F
         yield Figure(
             f"{prefix}.delivery", section, "delivery", _pct(broadcast["delivery"]["rate"]), "%", True
         )
+        paced = broadcast.get("server_efficiency") or {}
+        yield Figure(
+            f"{prefix}.server_cpu_ms_per_broadcast",
+            section,
+            "server CPU per broadcast event",
+            paced.get("server_cpu_ms_per_event"),
+            "ms",
+            False,
+        )
+        yield Figure(
+            f"{prefix}.load_cpu_ms_per_broadcast",
+            section,
+            "load-generator CPU per broadcast event",
+            paced.get("load_cpu_ms_per_event"),
+            "ms",
+            False,
+        )
     sustained = step.get("sustained")
     if sustained:
         throughput = sustained["throughput"]["deliveries_per_s"]
@@ -304,6 +322,26 @@ def _publish_figures(engine: str, runs: list[dict[str, Any]]) -> list[Figure]:
             Figure(f"{prefix}.request_p50_ms", section, "request p50", latency["p50_ms"], "ms", False),
             Figure(f"{prefix}.request_p95_ms", section, "request p95", latency["p95_ms"], "ms", False),
             Figure(f"{prefix}.request_p99_ms", section, "request p99", latency["p99_ms"], "ms", False),
+        ]
+        efficiency = run.get("server_efficiency") or {}
+        out += [
+            Figure(f"{prefix}.server_pct", section, "server CPU", run["cpu"]["server_pct"], "%", False),
+            Figure(
+                f"{prefix}.server_cpu_us_per_request",
+                section,
+                "server CPU per request",
+                efficiency.get("server_cpu_us_per_request"),
+                "us",
+                False,
+            ),
+            Figure(
+                f"{prefix}.projected_requests_per_s_per_core",
+                section,
+                "projected requests/s per server core (from CPU)",
+                efficiency.get("projected_requests_per_s_per_core"),
+                "/s",
+                True,
+            ),
         ]
         if run["subscribers"]:
             out.append(
@@ -635,6 +673,13 @@ def _time_to_last_row(ours: dict[str, Any] | None, theirs: dict[str, Any] | None
     p50, worst, phase = figures_of(ours)
     base_p50, base_max, _ = figures_of(theirs)
     limited, note = _limited(phase)
+    efficiency = (phase or {}).get("server_efficiency") or {}
+    server_ms, load_ms = efficiency.get("server_cpu_ms_per_event"), efficiency.get("load_cpu_ms_per_event")
+    if server_ms is not None and load_ms is not None:
+        note = f"{note}; " if note else ""
+        note += f"CPU per broadcast: server {server_ms:.0f} ms, load generator {load_ms:.0f} ms"
+        if p50 is not None and load_ms >= 0.5 * p50:
+            limited = True
     return Verdict(
         "broadcast_time_to_last_10k",
         "single broadcast to 10,000 clients, time until the last client has it (p50 of the ramp step's "
@@ -772,6 +817,23 @@ def _twenty_row(ours: dict[str, Any] | None, theirs: dict[str, Any] | None) -> V
     )
 
 
+def _publish_note(run: dict[str, Any] | None, note: str) -> str:
+    if not run:
+        return note
+    efficiency = run.get("server_efficiency") or {}
+    server = run["cpu"].get("server_pct")
+    projected = efficiency.get("projected_requests_per_s_per_core")
+    parts = [note] if note else []
+    if server is not None:
+        parts.append(f"server at {server:.0f}% of its core, publisher at {run['cpu']['publisher_pct']:.0f}%")
+    if projected is not None:
+        per_request = efficiency["server_cpu_us_per_request"]
+        parts.append(
+            f"server CPU {per_request:,.0f} us per request: projected {projected:,.0f} req/s per core"
+        )
+    return "; ".join(parts)
+
+
 def _publish_rows(ours: dict[str, Any] | None, theirs: dict[str, Any] | None) -> list[Verdict]:
     rows = []
     publish = _scenario(ours, "publish")
@@ -786,6 +848,7 @@ def _publish_rows(ours: dict[str, Any] | None, theirs: dict[str, Any] | None) ->
             note = f"redis run failed: {redis_error}"
         requests = single["requests_per_s"] if single else None
         p95 = single["request_latency"]["p95_ms"] if single else None
+        note = _publish_note(single, note)
         rows.append(
             Verdict(
                 f"publish_single_{engine}",
@@ -806,6 +869,7 @@ def _publish_rows(ours: dict[str, Any] | None, theirs: dict[str, Any] | None) ->
         batch = publish_run(ours, engine, 100)
         base_batch = publish_run(theirs, "memory", 100) if engine == "memory" else None
         limited, note = _limited(batch)
+        note = _publish_note(batch, note)
         events = batch["published_events_per_s"] if batch else None
         rows.append(
             Verdict(
@@ -877,9 +941,12 @@ KEY_FIGURES: tuple[tuple[str, str], ...] = (
         "sustained.projected_deliveries_per_s_per_core",
         "projected deliveries/s per server core (from CPU, a projection)",
     ),
+    ("ramp.{n}.server_cpu_ms_per_broadcast", "server CPU per single broadcast to {n} clients"),
+    ("ramp.{n}.load_cpu_ms_per_broadcast", "load-generator CPU to receive one broadcast, {n} clients"),
     ("sustained.peak_rss_mb", "peak RSS, {n} clients sustained"),
     ("publish.b1.s0.requests_per_s", "HTTP publish, single events, req/s"),
     ("publish.b1.s0.request_p95_ms", "HTTP publish, single events, p95"),
+    ("publish.b1.s0.server_cpu_us_per_request", "HTTP publish, single events, server CPU per request"),
     ("publish.b100.s0.events_per_s", "HTTP publish, batches of 100, events/s"),
     ("publish.redis.b1.s0.requests_per_s", "HTTP publish (redis engine), single events, req/s"),
     ("publish.redis.b1.s0.request_p95_ms", "HTTP publish (redis engine), single events, p95"),
@@ -1016,3 +1083,21 @@ def markdown_report(report: dict[str, Any]) -> str:
         parts += [f"| {f.section} | {f.label} | {_fmt(f.value, f.unit)} |" for f in alone]
     parts += ["", "</details>", ""]
     return "\n".join(parts)
+
+
+def to_json(value: Any, indent: int = 1, _level: int = 0) -> str:
+    """JSON with one key per line, except that a list or object holding only scalars (samples, histograms,
+    per-process CPU) stays on one line: diffable, and a fraction of the size of `json.dumps(indent=...)`."""
+
+    def scalar(item: Any) -> bool:
+        return not isinstance(item, dict | list)
+
+    if isinstance(value, dict) and value and not all(scalar(v) for v in value.values()):
+        pad, inner = " " * indent * _level, " " * indent * (_level + 1)
+        items = [f"{inner}{json.dumps(str(k))}: {to_json(v, indent, _level + 1)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(value, list) and value and not all(scalar(v) for v in value):
+        pad, inner = " " * indent * _level, " " * indent * (_level + 1)
+        items = [f"{inner}{to_json(v, indent, _level + 1)}" for v in value]
+        return "[\n" + ",\n".join(items) + "\n" + pad + "]"
+    return json.dumps(value, separators=(",", ":"))

@@ -27,7 +27,7 @@ TARGET_STEPS = (1, 10, 20, 50, 100)
 RAMP_STEPS = (1, 10, 50, 100, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000)
 CLIENTS_PER_SOURCE_ADDRESS = 25000  # below the 28k ephemeral ports one source address has towards one port
 SETTLE_S = 0.5
-SAMPLES_KEPT = 1000  # raw connect times kept per step in the JSON
+SAMPLES_KEPT = 500  # raw connect times kept per step in the JSON
 
 
 @dataclass

@@ -273,6 +273,7 @@ class WorkerPool:
     def __init__(self, processes: int, cpus: Sequence[int] | None = None) -> None:
         context = multiprocessing.get_context("spawn")
         self.size = max(1, processes)
+        self.cpus: list[int] | None = list(cpus) if cpus else None
         self.progress: SynchronizedArray[Any] = context.Array("q", self.size * PROGRESS_SLOTS, lock=False)
         self.pipes: list[multiprocessing.connection.Connection] = []
         self.processes: list[Any] = []

@@ -139,7 +139,7 @@ def test_pooled_percentile_weighs_thinned_steps() -> None:
 def test_server_efficiency_projects_from_cpu_per_delivery() -> None:
     phase = {
         "cpu": {"server_cpu_s": 2.5, "server_pct": 25.0, "load_max_pct": 98.0, "load_limited": True},
-        "delivery": {"delivered": 4_000_000},
+        "delivery": {"delivered": 4_000_000, "events": 400},
         "throughput": {"deliveries_per_s": 400_000.0},
     }
     figures = server_efficiency(phase)
