@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections import deque
 from collections.abc import Iterable
 from enum import Enum
@@ -31,6 +32,8 @@ Frame = bytes | str
 
 #: How long a close may wait for the client to take its pending frames and the close frame.
 CLOSE_FLUSH_SECONDS = 10.0
+#: Longest a flush waits to gather more events, after a flush that took four times as long.
+MAX_COALESCE_SECONDS = 0.005
 _ZERO = Position(0, 0)
 
 
@@ -56,25 +59,41 @@ class State(Enum):
 
 
 class _Flusher:
-    """Writes every dirty direct connection once per loop turn, after the fan-out that dirtied it."""
+    """Writes every dirty direct connection once per loop turn, after the fan-out that dirtied it.
 
-    __slots__ = ("dirty", "loop")
+    When the last flush was long (thousands of clients), the next one waits a fraction of that time, at
+    most ``MAX_COALESCE_SECONDS``, so events published meanwhile leave in the same write to each client:
+    one system call per client carries many events when that is what the load needs.
+    """
+
+    __slots__ = ("dirty", "last_end", "last_seconds", "loop")
 
     def __init__(self) -> None:
         self.dirty: list[Connection] = []
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.last_seconds = 0.0
+        self.last_end = 0.0
 
     def mark(self, conn: Connection) -> None:
         if not self.dirty:
             loop = asyncio.get_running_loop()
             self.loop = loop
-            loop.call_soon(self.run)
+            # Only while busy (the last long flush ended moments ago); an idle gateway flushes at once.
+            busy = time.perf_counter() - self.last_end < self.last_seconds
+            wait = min(MAX_COALESCE_SECONDS, self.last_seconds / 4) if busy else 0.0
+            if wait < 0.0005:
+                loop.call_soon(self.run)
+            else:
+                loop.call_later(wait, self.run)
         self.dirty.append(conn)
 
     def run(self) -> None:
+        started = time.perf_counter()
         dirty, self.dirty = self.dirty, []
         for conn in dirty:
             conn.flush()
+        self.last_end = time.perf_counter()
+        self.last_seconds = self.last_end - started
 
 
 _flusher = _Flusher()
