@@ -73,6 +73,7 @@ class NativeWebSocket(asyncio.Protocol):
         self.max_size = config.ws_max_size
         self.ws: ServerProtocol = _PENDING  # an OPEN ServerProtocol once the handshake is answered
         self._request = b""
+        self._handshake = b""
         self.transport: asyncio.Transport | None = None
         self.conn: Connection | None = None
         self.encoding = ""
@@ -133,7 +134,14 @@ class NativeWebSocket(asyncio.Protocol):
     def write_frames(self, frames: list[bytes]) -> None:
         transport = self.transport
         if transport is not None and not transport.is_closing() and self.ws.state is WsState.OPEN:
-            transport.write(b"".join(frames) if len(frames) > 1 else frames[0])
+            self._write(b"".join(frames) if len(frames) > 1 else frames[0])
+
+    def _write(self, data: bytes) -> None:
+        """Write to the socket; the 101 answer waits for the first frame so both leave in one send."""
+        if self._handshake:
+            data, self._handshake = self._handshake + data, b""
+        if self.transport is not None:
+            self.transport.write(data)
 
     def buffered(self) -> int:
         return self.transport.get_write_buffer_size() if self.transport is not None else 0
@@ -164,7 +172,7 @@ class NativeWebSocket(asyncio.Protocol):
             return
         for chunk in self.ws.data_to_send():
             if chunk:
-                transport.write(chunk)
+                self._write(chunk)
             elif not transport.is_closing():
                 transport.write_eof() if transport.can_write_eof() else transport.close()
         if self.ws.close_expected() and self._close_timer is None:
@@ -236,7 +244,7 @@ class NativeWebSocket(asyncio.Protocol):
             response += f"sec-websocket-protocol: {answer}\r\n"
         if self.transport is None:
             return
-        self.transport.write((response + "\r\n").encode())
+        self._handshake = (response + "\r\n").encode()  # sent with the welcome frame (``_write``)
         if access_log.isEnabledFor(
             logging.INFO
         ):  # as uvicorn logs its WebSocket upgrades (tokens are redacted)
@@ -264,6 +272,11 @@ class NativeWebSocket(asyncio.Protocol):
         except Refused as exc:
             self.conn = None
             self._send_close(exc.code, exc.reason)
+            return
+        except Exception:
+            log.exception("attaching connection %s failed", conn.id)
+            self.conn = None
+            self._send_close(CloseCode.INTERNAL_ERROR, "internal error")
             return
         if self.conn is None:  # the client left while we were attaching
             await gateway.hub.detach(conn, self._client_code)
