@@ -189,7 +189,8 @@ class Hub:
     @staticmethod
     def close_label(conn: Connection, client_code: int | None) -> str:
         if conn.close_code is None:  # the client closed (or vanished)
-            return "client" if client_code in (None, CloseCode.NORMAL, 1001, 1005, 1006) else "client_error"
+            normal = (None, CloseCode.NORMAL, CloseCode.GOING_AWAY, CloseCode.NO_STATUS, CloseCode.ABNORMAL)
+            return "client" if client_code in normal else "client_error"
         if conn.close_code == CloseCode.SERVICE_RESTART:
             return "shed" if conn.close_reason.endswith("shed") else "drain"
         return CLOSE_LABELS.get(conn.close_code, "other")

@@ -26,6 +26,9 @@ class CloseCode(IntEnum):
     """Every WebSocket close code eventcast uses (DESIGN 5b). Never write the numbers elsewhere."""
 
     NORMAL = 1000
+    GOING_AWAY = 1001  # the next three come from clients (or their libraries), never from us
+    NO_STATUS = 1005
+    ABNORMAL = 1006
     POLICY = 1008
     TOO_BIG = 1009
     INTERNAL_ERROR = 1011

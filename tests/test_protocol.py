@@ -54,6 +54,9 @@ def bad_request(exc: pytest.ExceptionInfo[ProtocolError]) -> None:
 def test_close_codes_match_the_contract() -> None:
     assert {c.name: int(c) for c in CloseCode} == {
         "NORMAL": 1000,
+        "GOING_AWAY": 1001,
+        "NO_STATUS": 1005,
+        "ABNORMAL": 1006,
         "POLICY": 1008,
         "TOO_BIG": 1009,
         "INTERNAL_ERROR": 1011,
