@@ -20,6 +20,7 @@ from enum import IntEnum
 from typing import Any
 
 import msgpack
+import orjson
 
 
 class CloseCode(IntEnum):
@@ -358,7 +359,7 @@ def parse_control(message: str | bytes, subprotocol: str) -> dict[str, Any]:
 def parse_publish_body(body: bytes, max_batch: int) -> list[EventIn]:
     """Validate a ``POST /events`` body: one event object or a non-empty array of them."""
     try:
-        decoded = json.loads(body)
+        decoded = json.loads(body, parse_constant=_reject_constant)
     except ValueError:
         raise PublishError(400, "invalid_json", "request body is not valid JSON") from None
     batch = decoded if isinstance(decoded, list) else [decoded]
@@ -386,5 +387,13 @@ def parse_publish_body(body: bytes, max_batch: int) -> list[EventIn]:
     return events
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # Python's json would accept NaN and Infinity
+
+
 def dumps_data(data: Any) -> str:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON text of event data (orjson: several times faster than json on the publish path)."""
+    try:
+        return orjson.dumps(data).decode()
+    except TypeError:  # integers beyond 64 bits: orjson refuses them, json keeps them exact
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False)

@@ -473,3 +473,18 @@ def test_encode_control() -> None:
     packed = encode_control(message, SUBPROTOCOL_MSGPACK)
     assert isinstance(packed, bytes)
     assert msgpack.unpackb(packed) == message
+
+
+@pytest.mark.parametrize("constant", [b"NaN", b"Infinity", b"-Infinity"])
+def test_publish_refuses_non_json_number_constants(constant: bytes) -> None:
+    # Python's json accepts them, but a frame carrying them would not be JSON for any subscriber.
+    with pytest.raises(PublishError) as exc:
+        parse_publish_body(b'{"channel": "a", "type": "t", "data": ' + constant + b"}", 10)
+    assert (exc.value.status, exc.value.code) == (400, "invalid_json")
+
+
+def test_data_round_trips_exactly_including_big_integers() -> None:
+    from app.protocol import dumps_data
+
+    data = {"big": 10**30, "f": 0.1, "s": "é\\u2028", "l": [True, None]}
+    assert json.loads(dumps_data(data)) == data
