@@ -60,6 +60,21 @@ class NativeWebSocket(asyncio.Protocol):
 
     kind = "websocket"
     direct = True  # Connection writes frames with write_frames(), no writer task
+    __slots__ = (  # no per-instance dict: this object exists once per client
+        "_client_code",
+        "_close_timer",
+        "_expiry",
+        "_handshake",
+        "_request",
+        "conn",
+        "encoding",
+        "gateway",
+        "last_seen",
+        "max_size",
+        "server_state",
+        "transport",
+        "ws",
+    )
 
     def __init__(
         self,
