@@ -499,42 +499,6 @@ def limits_notes(server: dict[str, Any]) -> list[str]:
     return notes
 
 
-def markdown_table(report: dict[str, Any]) -> str:
-    """The comparison (or the figures) as a Markdown table, for docs/benchmarks.md."""
-    lines: list[str] = []
-    for server in report["servers"]:
-        if server.get("checks"):
-            lines += [
-                f"**First targets ({server['label']})**",
-                "",
-                "| metric | target | measured | result |",
-                "|---|---|---|---|",
-            ]
-            lines += [
-                f"| {c['metric']} | {c['target']} | {_fmt(c['value'], c['unit'])} | {c['status']} |"
-                for c in server["checks"]
-            ]
-            lines.append("")
-    rows = report.get("comparison") or []
-    if rows:
-        lines += [
-            "| scenario | figure | eventcast | baseline | eventcast/baseline |",
-            "|---|---|---|---|---|",
-        ]
-        for row in rows:
-            ratio_text = "-" if row["ratio"] is None else f"{row['ratio']:.2f}x"
-            lines.append(
-                f"| {row['section']} | {row['figure']} | {_fmt(row['eventcast'], row['unit'])} | "
-                f"{_fmt(row['baseline'], row['unit'])} | {ratio_text} |"
-            )
-    else:
-        lines += ["| scenario | figure | value |", "|---|---|---|"]
-        lines += [
-            f"| {f.section} | {f.label} | {_fmt(f.value, f.unit)} |" for f in figures(report["servers"][0])
-        ]
-    return "\n".join(lines) + "\n"
-
-
 # Issue 6: the per-core performance targets, and the key figures ---------------------------------------------
 TEN_K = 10_000
 STORM_TARGET = 1_000
