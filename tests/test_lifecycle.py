@@ -201,3 +201,15 @@ async def test_redis_outage_answers_503_keeps_clients_and_recovers(
     for s in subs:
         assert [e["id"] for e in await s.collect(7)] == before + after
         await s.close()
+
+
+async def test_sigterm_drains_every_worker(
+    redis_server: RedisServer, gateway_factory: Callable[..., Gateway]
+) -> None:
+    gateway = gateway_factory(broker=redis_server.url, workers=2, env={"EVENTCAST_DRAIN_SECONDS": "1"})
+    subs = [await Subscriber.open(f"{gateway.ws}/ws/events?channels=w") for _ in range(30)]
+    gateway.terminate()  # the supervisor passes SIGTERM to each worker, and each drains its own clients
+    closes = await asyncio.gather(*(s.closed(timeout=15) for s in subs))
+    assert {code for code, _ in closes} == {CloseCode.SERVICE_RESTART}
+    assert {reason for _, reason in closes} == {"service restart: drain"}  # drained, not cut at shutdown
+    assert gateway.wait(20) in (0, -15)
