@@ -6,7 +6,7 @@ dicts, so the tests can check them without running anything.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -743,6 +743,28 @@ def _sustained_rows(ours: dict[str, Any] | None, theirs: dict[str, Any] | None) 
     return rows
 
 
+def _at_most_row(
+    key: str,
+    figure: str,
+    bound: float,
+    unit: str,
+    get: Callable[[dict[str, Any] | None], float | None],
+    ours: dict[str, Any] | None,
+    theirs: dict[str, Any] | None,
+) -> Verdict:
+    """A row whose target is an upper bound on one figure, read the same way from both servers."""
+    value = get(ours)
+    return Verdict(
+        key,
+        figure,
+        f"<= {bound:g} {unit}",
+        _num(value, unit),
+        _num(get(theirs), unit),
+        NOT_RUN if value is None else _judge(value <= bound),
+        value,
+    )
+
+
 def _storm_row(ours: dict[str, Any] | None, theirs: dict[str, Any] | None) -> Verdict:
     def p99(server: dict[str, Any] | None) -> float | None:
         storm = _scenario(server, "storm")
@@ -751,16 +773,8 @@ def _storm_row(ours: dict[str, Any] | None, theirs: dict[str, Any] | None) -> Ve
         value: float | None = storm["connect"]["p99_ms"]
         return value
 
-    value = p99(ours)
-    return Verdict(
-        "storm_1000_connect_p99",
-        "1,000 clients connecting at once, p99 connect time",
-        "<= 150 ms",
-        _num(value, "ms"),
-        _num(p99(theirs), "ms"),
-        NOT_RUN if value is None else _judge(value <= 150),
-        value,
-    )
+    figure = "1,000 clients connecting at once, p99 connect time"
+    return _at_most_row("storm_1000_connect_p99", figure, 150, "ms", p99, ours, theirs)
 
 
 def _twenty_row(ours: dict[str, Any] | None, theirs: dict[str, Any] | None) -> Verdict:
@@ -769,16 +783,8 @@ def _twenty_row(ours: dict[str, Any] | None, theirs: dict[str, Any] | None) -> V
         value: float | None = step["broadcast"]["latency"]["p99_ms"] if step else None
         return value
 
-    value = p99(ours)
-    return Verdict(
-        "broadcast_20_p99",
-        "20 clients, broadcast latency p99",
-        "<= 2 ms",
-        _num(value, "ms"),
-        _num(p99(theirs), "ms"),
-        NOT_RUN if value is None else _judge(value <= 2),
-        value,
-    )
+    figure = "20 clients, broadcast latency p99"
+    return _at_most_row("broadcast_20_p99", figure, 2, "ms", p99, ours, theirs)
 
 
 def _publish_note(run: dict[str, Any] | None, note: str) -> str:
