@@ -132,6 +132,9 @@ class EventIn:
     trace: dict[str, str] | None = None  # W3C trace context carried through the broker
 
 
+_UNPARSED: Any = object()
+
+
 @dataclass(slots=True)
 class Event:
     """An event from the broker's log, with its frames encoded once and shared by every subscriber."""
@@ -145,10 +148,14 @@ class Event:
     trace: dict[str, str] | None = None
     _frames: dict[str, bytes | str] = field(default_factory=dict)
     _wire: dict[str, bytes] = field(default_factory=dict)
+    _data: Any = field(default=_UNPARSED)
 
     @property
     def data(self) -> Any:
-        return json.loads(self.data_json)
+        """``data`` decoded, once per event (every ``where`` filter and msgpack frame reads it)."""
+        if self._data is _UNPARSED:
+            self._data = json.loads(self.data_json)
+        return self._data
 
     def frame(self, subprotocol: str) -> bytes | str:
         """The wire frame for one encoding, built on first use and cached for every other subscriber."""

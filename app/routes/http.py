@@ -23,7 +23,8 @@ router = APIRouter()
 
 
 def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+    status, body, extra = error_body(status, code, message, headers)
+    return JSONResponse(body, status_code=status, headers=extra)
 
 
 class PublishEndpoint:
@@ -108,7 +109,7 @@ async def healthz() -> dict[str, str]:
 async def readyz(request: Request) -> JSONResponse:
     hub: Hub = request.app.state.hub
     broker_up = await hub.broker.ping()
-    ready = broker_up and not hub.draining
+    ready = hub.ready  # ping() has just refreshed the broker's state
     body = {"ready": ready, "broker": "up" if broker_up else "down", "draining": hub.draining}
     return JSONResponse(body, status_code=200 if ready else 503)
 
