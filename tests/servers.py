@@ -154,6 +154,10 @@ class Gateway:
             time.sleep(1.0)
         return self
 
+    def wait_ready(self, why: str, timeout: float = 20) -> None:
+        """Block until /readyz answers 200 (e.g. after the broker came back)."""
+        wait_for(lambda: self._status("/readyz") == 200, timeout, f"gateway ready: {why}\n{self.tail()}")
+
     def _status(self, path: str) -> int:
         if self.process is None or self.process.poll() is not None:
             raise RuntimeError(f"gateway exited:\n{self.tail()}")

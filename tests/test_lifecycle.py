@@ -11,7 +11,7 @@ import httpx
 
 from app.protocol import CloseCode
 from tests.clients import Subscriber, batch, close_code, publish
-from tests.servers import Gateway, RedisServer, wait_for
+from tests.servers import Gateway, RedisServer
 
 
 async def test_sigterm_drains_with_1012_and_clients_resume_elsewhere_without_loss(
@@ -192,11 +192,7 @@ async def test_redis_outage_answers_503_keeps_clients_and_recovers(
     assert all(s.ws.protocol.close_rcvd is None for s in subs)  # connected clients stay connected
 
     redis_server.restart(wipe=False)
-    wait_for(
-        lambda: httpx.get(f"{gateway.http}/readyz").status_code == 200,
-        20,
-        "gateway ready after Redis restart",
-    )
+    gateway.wait_ready("Redis restarted")
     after = (await publish(gateway.http, batch("o", 4, 10))).json()["ids"]
     for s in subs:
         assert [e["id"] for e in await s.collect(7)] == before + after

@@ -96,9 +96,7 @@ async def test_resume_after_redis_restarted_empty_is_not_recovered(
     await sub.close()
 
     redis_server.restart(wipe=True)
-    from tests.servers import wait_for
-
-    wait_for(lambda: __import__("httpx").get(gateway.http + "/readyz").status_code == 200, 20, "ready again")
+    gateway.wait_ready("Redis restarted empty")
     back = await Subscriber.open(f"{url}&since={sub.last_id}")
     assert back.welcome["recovered"] is False
     assert back.welcome["reason"] == "epoch_changed"
@@ -121,11 +119,7 @@ async def test_resume_survives_a_redis_restart_with_persistence(
         await sub.close()
         missed = (await publish(gateway.http, batch("d", 5, 2))).json()["ids"]
         durable.restart(wipe=False)
-        from tests.servers import wait_for
-
-        wait_for(
-            lambda: __import__("httpx").get(gateway.http + "/readyz").status_code == 200, 20, "ready again"
-        )
+        gateway.wait_ready("Redis restarted from its AOF")
         back = await Subscriber.open(f"{url}&since={sub.last_id}")
         assert back.welcome["recovered"] is True
         assert [e["id"] for e in await back.collect(5)] == missed
