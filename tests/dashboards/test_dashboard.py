@@ -1,0 +1,163 @@
+"""dashboards/eventcast.json: generated, well formed, uses only real metric names, and fits Grafana's schema."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.metrics import MetricWrapperBase
+
+from app import metrics
+from dashboards import build
+from tests.dashboards.test_alerts import alerts
+
+#: npm packages for the schema check, pinned; installed once into a cache outside the repository.
+NPM_PACKAGES = {"@grafana/schema": "13.2.3", "typescript": "5.9.3"}
+NPM_DIR = Path.home() / ".cache" / "eventcast" / "grafana-schema"
+
+TSC_FLAGS = ("--strict", "--noEmit", "--skipLibCheck", "--module", "esnext", "--moduleResolution", "bundler")
+
+SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+
+
+def dashboard() -> dict[str, Any]:
+    return dict(json.loads(build.OUTPUT.read_text()))
+
+
+def exprs(board: dict[str, Any]) -> list[str]:
+    return [target["expr"] for panel in board["panels"] for target in panel.get("targets", [])]
+
+
+def exported_names() -> set[str]:
+    """Every series name eventcast exports, from app/metrics.py itself (plus the process collector's)."""
+    families = [
+        family
+        for value in vars(metrics).values()
+        if isinstance(value, MetricWrapperBase)
+        for family in value.describe()
+    ]
+    families += list(metrics.PodProcessCollector().collect())
+    names = {family.name + suffix for family in families for suffix in SUFFIXES[family.type]}
+    return names | {metrics.MEMORY_PER_CONNECTION}
+
+
+def used_names(promql: str) -> set[str]:
+    return set(re.findall(r"\b(?:eventcast|process)_[a-z_]+\b", promql))
+
+
+def test_committed_json_is_the_generator_output() -> None:
+    assert build.OUTPUT.read_text() == build.render(), "stale: run python -m dashboards.build"
+
+
+def test_dashboard_and_rules_use_only_metrics_that_exist() -> None:
+    exported = exported_names()
+    assert "eventcast_broadcast_latency_seconds_bucket" in exported  # the lookup itself works
+    queries = exprs(dashboard()) + [rule["expr"] for rule in alerts()]
+    queries += [variable["query"]["query"] for variable in dashboard()["templating"]["list"][1:]]
+    used = set().union(*map(used_names, queries))
+    assert used - exported == set()
+    # Every eventcast metric shows somewhere on the dashboard (process_* may be left out).
+    shown = set().union(*map(used_names, exprs(dashboard())))
+    bases = {re.sub(r"_(bucket|sum|count|total)$", "", name) for name in shown}
+    assert {
+        re.sub(r"_(bucket|total)$", "", name)
+        for name in exported
+        if name.startswith("eventcast_") and not name.endswith(("_sum", "_count"))
+    } - bases == {"eventcast_memory_above_baseline_bytes"}  # shown through memory per connection
+
+
+def test_structure_stable_uid_datasource_variable_unique_ids_no_overlap() -> None:
+    board = dashboard()
+    assert board["uid"] == "eventcast-overview"
+    variables = board["templating"]["list"]
+    assert [v["name"] for v in variables] == ["datasource", "namespace", "job", "pod"]
+    assert variables[0] == variables[0] | {"type": "datasource", "query": "prometheus"}
+    for variable in variables[1:]:
+        assert variable["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+    panels = board["panels"]
+    assert all(panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"} for panel in panels)
+    for panel in panels:
+        for target in panel.get("targets", []):
+            assert target["datasource"]["uid"] == "${datasource}"
+            for name in ("namespace", "job", "pod"):  # every query filters on every variable
+                assert f'{name}=~"${name}"' in target["expr"], target["expr"]
+    ids = [panel["id"] for panel in panels]
+    assert len(ids) == len(set(ids))
+    boxes = [panel["gridPos"] for panel in panels]
+    assert all(box["x"] >= 0 and box["x"] + box["w"] <= 24 for box in boxes)
+    for a, b in combinations(boxes, 2):
+        overlap_x = a["x"] < b["x"] + b["w"] and b["x"] < a["x"] + a["w"]
+        overlap_y = a["y"] < b["y"] + b["h"] and b["y"] < a["y"] + a["h"]
+        assert not (overlap_x and overlap_y), (a, b)
+    assert sum(1 for panel in panels if panel["type"] != "row") == len(build.QUERIES)
+
+
+# ------------------------------------------------------------------------------------------------ schema
+def npm_schema_dir() -> Path:
+    """The pinned npm packages, installed into NPM_DIR on first use (a failed install fails the test)."""
+    for tool in ("node", "npm"):
+        assert shutil.which(tool), f"{tool} is missing: run `make test` (it installs nodejs and npm)"
+    manifest = {"private": True, "dependencies": NPM_PACKAGES}
+    installed = all(
+        (NPM_DIR / "node_modules" / name / "package.json").exists()
+        and json.loads((NPM_DIR / "node_modules" / name / "package.json").read_text())["version"] == version
+        for name, version in NPM_PACKAGES.items()
+    )
+    if not installed:
+        NPM_DIR.mkdir(parents=True, exist_ok=True)
+        (NPM_DIR / "package.json").write_text(json.dumps(manifest, indent=2))
+        result = subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", "--no-save"],
+            cwd=NPM_DIR,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, (
+            f"npm install of {NPM_PACKAGES} failed:\n{result.stdout}{result.stderr}"
+        )
+    return NPM_DIR
+
+
+def tsc(board: dict[str, Any], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Type-check the dashboard as a literal ``Dashboard`` of @grafana/schema (TOOLBOX: not an imported .json)."""
+    npm = npm_schema_dir()
+    (tmp_path / "node_modules").symlink_to(npm / "node_modules")
+    source = tmp_path / "dashboard.ts"
+    source.write_text(
+        'import type { Dashboard } from "@grafana/schema";\n'
+        f"export const dashboard: Dashboard = {json.dumps(board, indent=2)};\n"
+    )
+    return subprocess.run(
+        ["node", str(npm / "node_modules" / "typescript" / "bin" / "tsc"), *TSC_FLAGS, str(source)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+
+
+def test_dashboard_type_checks_against_the_grafana_schema(tmp_path: Path) -> None:
+    result = tsc(dashboard(), tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("break_it", "error"),
+    [
+        (lambda board: board.pop("schemaVersion"), "schemaVersion"),
+        (lambda board: board["panels"][1]["gridPos"].update(w="six"), "not assignable to type 'number'"),
+        (lambda board: board["panels"][1].pop("type"), "Property 'type' is missing"),
+    ],
+)
+def test_the_schema_check_rejects_a_broken_dashboard(break_it: Any, error: str, tmp_path: Path) -> None:
+    board = dashboard()
+    break_it(board)
+    result = tsc(board, tmp_path)
+    assert result.returncode != 0 and error in result.stdout, result.stdout
