@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-# Debian packages the tests drive for real: redis-server (broker), prometheus + promtool (observability).
-SYSTEM_TOOLS := redis-server:redis-server prometheus:prometheus promtool:prometheus
+# Debian packages the tests drive for real: redis-server (broker), prometheus + promtool (observability),
+# node + npm (tsc checks the Grafana dashboard against @grafana/schema).
+SYSTEM_TOOLS := redis-server:redis-server prometheus:prometheus promtool:prometheus node:nodejs npm:npm
 
 .PHONY: run test lint typecheck pytest bench system-deps venv clean
 
@@ -15,11 +16,12 @@ run: venv
 test: system-deps venv lint typecheck pytest
 
 lint: venv
-	$(BIN)/ruff check app tests
-	$(BIN)/ruff format --check app tests
+	$(BIN)/ruff check app tests dashboards
+	$(BIN)/ruff format --check app tests dashboards
 
 typecheck: venv
 	$(BIN)/mypy
+	$(BIN)/mypy dashboards
 
 pytest: venv
 	$(BIN)/pytest -q -p no:cacheprovider
