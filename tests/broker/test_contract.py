@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from typing import Any
 
@@ -37,6 +38,25 @@ async def test_publish_returns_increasing_epoch_prefixed_ids(started: Started) -
     positions = [p.position for p in parsed]
     assert positions == sorted(positions)
     assert all(a < b for a, b in itertools.pairwise(positions))
+
+
+async def test_concurrent_publishes_each_get_their_own_ids_in_log_order(started: Started) -> None:
+    """Many publishers at once (the Redis engine sends them in groups): each gets exactly its events' ids."""
+    broker, rec = started.broker, started.recorder
+    await broker.subscribe("c")
+    sizes = [1 + (i % 4) for i in range(40)]
+    batches = [[ev("c", 1000 * i + j) for j in range(size)] for i, size in enumerate(sizes)]
+    results = await asyncio.gather(*(broker.publish(batch) for batch in batches))
+    assert [len(ids) for ids in results] == sizes
+    every = [event_id for ids in results for event_id in ids]
+    assert len(set(every)) == len(every)
+    for ids in results:  # one request's events stay together and in order
+        positions = [pos(i) for i in ids]
+        assert positions == sorted(positions)
+    await rec.wait_for_ids(sorted(every, key=pos))
+    delivered = {event.id: event.data["n"] for event in rec.events}
+    for i, ids in enumerate(results):  # each id names the event its own request sent
+        assert [delivered[event_id] for event_id in ids] == [1000 * i + j for j in range(sizes[i])]
 
 
 # ------------------------------------------------------------------------------------ fan-out

@@ -129,6 +129,27 @@ async def test_redis_killed_publish_fails_fast_then_recovers(
     assert rec.ids[-1] == after[0]  # the live id carries the new epoch, as the publisher was told
 
 
+async def test_redis_killed_under_concurrent_publishes_fails_each_request_and_accepts_none(
+    redis_server: RedisServer, make_redis_broker: Factory, raw: aioredis.Redis
+) -> None:
+    """Group commit: every waiting request of a failed group hears BrokerUnavailable, none hangs."""
+    broker, _ = await make_redis_broker(redis_server)
+    await broker.publish([ev("a", 0)])
+    redis_server.kill()
+    started = time.monotonic()
+    results = await asyncio.gather(
+        *(broker.publish([ev("a", n), ev("a", n + 1)]) for n in range(1, 60, 2)), return_exceptions=True
+    )
+    assert time.monotonic() - started < 10
+    assert all(isinstance(result, BrokerUnavailable) for result in results), results
+    redis_server.restart(wipe=False)
+    ids = await publish_when_up(broker, [ev("a", 100)])
+    assert len(ids) == 1
+    # Redis came back empty (no AOF) and nothing of the refused requests reached it afterwards.
+    entries = await raw.xrange(LOG_KEY)
+    assert [json.loads(fields["data"])["n"] for _, fields in entries] == [100]
+
+
 async def test_history_survives_restart_with_aof(aof_server: RedisServer, make_redis_broker: Factory) -> None:
     broker, rec = await make_redis_broker(aof_server)
     await broker.subscribe("a")
