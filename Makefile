@@ -5,8 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # Debian packages the tests drive for real: redis-server (broker), prometheus + promtool (observability),
-# node + npm (tsc checks the Grafana dashboard against @grafana/schema).
-SYSTEM_TOOLS := redis-server:redis-server prometheus:prometheus promtool:prometheus node:nodejs npm:npm
+# node + npm (tsc checks the Grafana dashboard against @grafana/schema), podman + runc + debootstrap (tests/image).
+SYSTEM_TOOLS := redis-server:redis-server prometheus:prometheus promtool:prometheus node:nodejs npm:npm podman:podman runc:runc debootstrap:debootstrap
 
 .PHONY: run test lint typecheck pytest bench system-deps venv clean
 
