@@ -12,7 +12,7 @@ import pytest
 import websockets
 
 from tests.helm.chart import container, env, gateway, of_kind, render
-from tests.image.podman import build_image, exec_in, inspect, podman, running, stop
+from tests.image.podman import PODMAN, build_image, exec_in, inspect, podman, running, stop
 from tests.servers import RedisServer, free_port
 
 pytestmark = pytest.mark.slow
@@ -62,18 +62,12 @@ async def _subscribe_publish_and_stop(port: int, name: str) -> int:
         received = json.loads(await asyncio.wait_for(socket.recv(), 10))
         assert received["id"] == answer.json()["ids"][0]
         assert {key: received[key] for key in event} == event
-        stopping = await asyncio.create_subprocess_exec(*_stop_command(name))
+        stopping = await asyncio.create_subprocess_exec(*PODMAN, "stop", "--time", "30", name)
         with pytest.raises(websockets.ConnectionClosed) as closed:
             await asyncio.wait_for(socket.recv(), 30)
         assert await asyncio.wait_for(stopping.wait(), 60) == 0
         assert closed.value.rcvd is not None
         return closed.value.rcvd.code
-
-
-def _stop_command(name: str) -> list[str]:
-    from tests.image.podman import PODMAN
-
-    return [*PODMAN, "stop", "--time", "30", name]
 
 
 def _resolve(entry: dict[str, Any], secrets: dict[str, dict[str, str]], pod_name: str) -> str:
