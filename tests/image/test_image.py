@@ -15,7 +15,8 @@ from tests.helm.chart import container, env, gateway, of_kind, render
 from tests.image.podman import PODMAN, build_image, exec_in, inspect, podman, running, stop
 from tests.servers import RedisServer, free_port
 
-pytestmark = pytest.mark.slow
+# Slow: the first run builds the base and the image (about 2 minutes), later runs reuse them.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
