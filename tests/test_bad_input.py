@@ -56,6 +56,13 @@ async def test_oversized_control_frame_is_closed_1009(gateway_factory: Any) -> N
     ("body", "status", "code"),
     [
         (b"{nope", 400, "invalid_json"),
+        (b'{"channel": "a", "type": "t", "data": [NaN]}', 400, "invalid_json"),
+        (
+            b'{"channel": "a", "type": "t", "data": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
+            400,
+            "invalid_json",
+        ),
+        (b'{"channel": "a", "type": "t", "data": "\\ud800"}', 400, "invalid_json"),
         (b"[]", 422, "empty_batch"),
         (b'"just a string"', 422, "invalid_event"),
         (b'{"channel": "a", "type": "t"}', 422, "invalid_event"),

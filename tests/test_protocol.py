@@ -488,3 +488,27 @@ def test_data_round_trips_exactly_including_big_integers() -> None:
 
     data = {"big": 10**30, "f": 0.1, "s": "é\\u2028", "l": [True, None]}
     assert json.loads(dumps_data(data)) == data
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"123456789012345678901234567890", b"-9223372036854775809", b"[18446744073709551616, 1.5]"],
+)
+def test_publish_body_keeps_integers_beyond_64_bits_exact(data: bytes) -> None:
+    (event,) = parse_publish_body(b'{"channel": "a", "type": "t", "data": ' + data + b"}", 10)
+    assert event.data == json.loads(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"1e400", b'"\\ud800"', b"[" * 2000 + b"]" * 2000, b"[1,]", b"NaN", b"-Infinity"],
+)
+def test_publish_body_refuses_what_no_subscriber_could_parse(data: bytes) -> None:
+    with pytest.raises(PublishError) as exc:
+        parse_publish_body(b'{"channel": "a", "type": "t", "data": ' + data + b"}", 10)
+    assert (exc.value.status, exc.value.code) == (400, "invalid_json")
+
+
+def test_publish_body_may_start_with_a_byte_order_mark() -> None:
+    (event,) = parse_publish_body(b'\xef\xbb\xbf{"channel": "a", "type": "t", "data": 1}', 10)
+    assert event.data == 1
