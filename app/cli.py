@@ -1,4 +1,4 @@
-"""The ``eventcast`` command: serve | publish | subscribe | bench."""
+"""The ``eventcast`` command: serve | publish | subscribe | bench | operator."""
 
 from __future__ import annotations
 
@@ -241,6 +241,22 @@ def subscribe(
         asyncio.run(_subscribe(url, since, max_events, reconnect))
     except KeyboardInterrupt:
         pass
+
+
+@cli.command()
+def operator(
+    namespace: Annotated[
+        list[str] | None, typer.Option("--namespace", "-n", help="Namespace to watch (repeat; none: all)")
+    ] = None,
+    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between reconciliations")] = 15.0,
+    liveness: Annotated[
+        str | None, typer.Option(help="kopf liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    ] = None,
+) -> None:
+    """Run the ConnectionAutoscaler operator (kopf, standalone): docs/operator.md."""
+    from app.operator.main import run
+
+    run(namespace or [], interval, liveness=liveness)
 
 
 def _register_optional() -> None:

@@ -1,0 +1,83 @@
+"""Registration only: which kopf handlers the operator has, and how it is started. The work is in handlers.py."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection
+from typing import Any
+
+import kopf
+
+from app.operator import constants, handlers
+from app.operator.kube import KubeApi
+from app.operator.status import Memory, memory_from_status
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    """Standalone (one replica, no peering objects), no kopf state written into the objects it watches."""
+    settings.peering.standalone = True
+    settings.scanning.disabled = (
+        True  # the resources are known: no cluster-wide CRD discovery (no RBAC for it)
+    )
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="eventcast.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="eventcast.dev")
+    settings.posting.level = 20  # INFO: scale and rebalance events, not debug chatter
+
+
+def build_registry(
+    kube: KubeApi, interval: float = constants.DEFAULT_INTERVAL_SECONDS
+) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.login(registry=registry)  # type: ignore[misc]
+    def login(**kwargs: Any) -> kopf.ConnectionInfo:
+        return kube.login(**kwargs)
+
+    @kopf.on.cleanup(registry=registry)  # type: ignore[misc]
+    async def close(**_: Any) -> None:
+        await kube.close()
+
+    @kopf.timer(  # type: ignore[misc,arg-type]
+        constants.GROUP, constants.VERSION, constants.PLURAL, interval=interval, registry=registry
+    )
+    async def autoscale(
+        body: kopf.Body,
+        name: str,
+        namespace: str | None,
+        spec: kopf.Spec,
+        status: kopf.Status,
+        memo: kopf.Memo,
+        patch: kopf.Patch,
+        logger: Any,
+        **_: Any,
+    ) -> None:
+        memory: Memory = memo.get("memory") or memory_from_status(status)
+        memo["memory"] = memory
+        target = handlers.Target(
+            namespace=namespace or "default", name=name, spec=dict(spec), status=dict(status)
+        )
+        new_status = await handlers.reconcile(
+            kube,
+            target,
+            memory,
+            time.time(),
+            lambda reason, message: kopf.info(body, reason=reason, message=message),
+            logger,
+        )
+        patch.status.update(new_status)
+
+    return registry
+
+
+def run(namespaces: Collection[str], interval: float, *, liveness: str | None = None) -> None:
+    """Run the operator until SIGINT/SIGTERM (the ``eventcast operator`` command)."""
+    settings = kopf.OperatorSettings()
+    configure(settings)
+    kopf.run(
+        registry=build_registry(KubeApi(), interval),
+        settings=settings,
+        standalone=True,
+        namespaces=list(namespaces),
+        clusterwide=not namespaces,
+        liveness_endpoint=liveness,
+    )
