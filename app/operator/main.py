@@ -37,7 +37,7 @@ def build_registry(
     async def close(**_: Any) -> None:
         await kube.close()
 
-    @kopf.timer(  # type: ignore[misc,arg-type]
+    @kopf.timer(  # type: ignore[misc]
         constants.GROUP, constants.VERSION, constants.PLURAL, interval=interval, registry=registry
     )
     async def autoscale(
