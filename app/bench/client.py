@@ -33,9 +33,9 @@ OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2,
 CLOSE_NORMAL = 1000
 MAX_HANDSHAKE_BYTES = 65536
 
-# The bench publishes data {"bench": <phase>, "seq": <n>, "pad": "..."}; regexes read it without json.loads.
-_BENCH_SEQ = re.compile(rb'"bench":\s*(\d+),\s*"seq":\s*(\d+)')
-_TS = re.compile(rb'"ts":\s*(-?[0-9.]+(?:[eE][-+]?\d+)?)')
+# The bench publishes data {"bench": <phase>, "seq": <n>, "pad": "..."}; one regex reads phase, seq and the
+# envelope's ts (the last field, after data) without json.loads, in one pass over the frame.
+_BENCH_FRAME = re.compile(rb'"bench":\s*(\d+),\s*"seq":\s*(\d+).*"ts":\s*(-?[0-9.]+(?:[eE][-+]?\d+)?)', re.S)
 
 
 class HandshakeError(Exception):
@@ -84,17 +84,20 @@ class Tracker:
         self.last_by_stream = [-1] * phase.streams
 
     def on_text(self, payload: bytes | bytearray, arrived_ms: float) -> None:
+        self.on_frame(payload, 0, len(payload), arrived_ms)
+
+    def on_frame(self, buffer: bytes | bytearray, start: int, end: int, arrived_ms: float) -> None:
+        """A text frame whose payload is ``buffer[start:end]`` (read in place: no copy per frame)."""
         if not self.welcomed:
             self.welcomed = True  # the first frame is the welcome
             return
-        match = _BENCH_SEQ.search(payload)
-        ts_match = _TS.search(payload)
+        match = _BENCH_FRAME.search(buffer, start, end)
         phase = self.phase
-        if match is None or ts_match is None or int(match.group(1)) != phase.phase_id:
+        if match is None or int(match.group(1)) != phase.phase_id:
             phase.stray += 1
             return
         seq = int(match.group(2))
-        ts = float(ts_match.group(1))
+        ts = float(match.group(3))
         seen = self.seen
         if seq >= len(seen):
             seen.extend(bytes(seq + 1024 - len(seen)))
@@ -191,6 +194,7 @@ class RawClient(asyncio.Protocol):
         self.upgraded = False
         self.fragments: bytearray | None = None
         self.welcome: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.live = False  # the welcome arrived: text frames take the hot path in _parse
         self.close_code: int | None = None
 
     # asyncio.Protocol -------------------------------------------------------------------------------------
@@ -253,6 +257,7 @@ class RawClient(asyncio.Protocol):
         """Handle every complete frame in `buffer`; returns how many bytes were used."""
         size = len(buffer)
         pos = 0
+        on_frame = self.tracker.on_frame
         while size - pos >= 2:
             first = buffer[pos]
             length = buffer[pos + 1] & 0x7F
@@ -270,9 +275,11 @@ class RawClient(asyncio.Protocol):
             end = pos + header + length
             if end > size:
                 break
-            payload = buffer[pos + header : end]
+            if first == 0x81 and self.live:  # a whole text frame after the welcome: the hot path
+                on_frame(buffer, pos + header, end, arrived)
+            else:
+                self._frame(first & 0x80, first & 0x0F, buffer[pos + header : end], arrived)
             pos = end
-            self._frame(first & 0x80, first & 0x0F, payload, arrived)
         return pos
 
     def _frame(self, fin: int, opcode: int, payload: bytes | bytearray, arrived: float) -> None:
@@ -281,6 +288,7 @@ class RawClient(asyncio.Protocol):
                 self.tracker.on_text(payload, arrived)
                 if not self.welcome.done():
                     self.welcome.set_result(None)
+                    self.live = True
             else:
                 self.fragments = bytearray(payload)
         elif opcode == OP_CONTINUATION and self.fragments is not None:
