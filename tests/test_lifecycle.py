@@ -168,6 +168,37 @@ async def test_idle_client_that_never_answers_pings_is_closed(
     assert 'eventcast_connections{transport="websocket"} 0.0' in metrics
 
 
+async def test_keepalive_pings_are_spread_over_the_period_not_sent_at_once(
+    gateway_factory: Callable[..., Gateway],
+) -> None:
+    """Pinging every client in one burst would stall a broadcast behind it: each one still gets its ping."""
+    gateway = gateway_factory(env={"EVENTCAST_IDLE_TIMEOUT_SECONDS": "4"})  # a ping every 2 s per client
+    handshake = (
+        b"GET /ws/events HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+
+    async def first_ping() -> float:
+        reader, writer = await asyncio.open_connection(gateway.host, gateway.port)
+        writer.write(handshake)
+        try:
+            assert b" 101 " in await reader.readuntil(b"\r\n\r\n")
+            while True:
+                head = await reader.readexactly(2)
+                size = head[1] & 0x7F
+                if size == 126:  # the welcome is longer than 125 bytes
+                    size = int.from_bytes(await reader.readexactly(2), "big")
+                payload = await reader.readexactly(size)
+                if head[0] & 0x0F == 0x9:  # ping
+                    return time.monotonic()
+                assert payload  # the welcome
+        finally:
+            writer.close()
+
+    pings = await asyncio.wait_for(asyncio.gather(*(first_ping() for _ in range(40))), 10)
+    assert max(pings) - min(pings) > 0.4, "every client was pinged in the same burst"
+
+
 async def test_redis_outage_answers_503_keeps_clients_and_recovers(
     redis_server: RedisServer, gateway_factory: Callable[..., Gateway]
 ) -> None:
