@@ -21,7 +21,7 @@ import psutil
 
 from app.bench import report as report_mod
 from app.bench import server as server_mod
-from app.bench.scenarios import BenchConfig, ScenarioRunner, redis_publish_planned
+from app.bench.scenarios import WORKER_COUNTS, BenchConfig, ScenarioRunner, redis_publish_planned
 from app.bench.workers import WorkerPool, raise_file_limit
 
 SCHEMA_VERSION = 1
@@ -153,6 +153,9 @@ def describe(server: server_mod.ServerUnderTest) -> dict[str, Any]:
 def planned_steps(options: RunOptions) -> int:
     steps = options.config.planned_steps() * (2 if options.baseline else 1)
     spawned = options.spawn or not options.url
+    if "workers" in options.config.scenarios:
+        # only a spawned eventcast gateway runs it: the baseline and a --url target skip it
+        steps -= len(WORKER_COUNTS) * ((1 if options.baseline else 0) + (0 if spawned else 1))
     if redis_publish_planned(options.config, spawned, "eventcast", options.broker):
         steps += 4  # the publish runs again on the Redis engine
     return steps

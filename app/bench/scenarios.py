@@ -1,4 +1,4 @@
-"""The scenarios (`targets`, `storm`, `ramp`, `sustained`, `publish`) run against one server.
+"""The scenarios (`targets`, `storm`, `ramp`, `sustained`, `publish`, `workers`) run against one server.
 
 Each scenario is a short, bounded sequence of steps; a step connects clients (timing every connection),
 measures the server's idle memory, then runs one or more measurement phases (see `measure`). Results are
@@ -8,12 +8,16 @@ plain dicts, the JSON schema documented in docs/benchmarks.md.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import psutil
 
 from app.bench import server as server_mod
 from app.bench import stats
@@ -21,8 +25,9 @@ from app.bench.measure import MemorySampler, PhaseOptions, PhaseRunner
 from app.bench.server import ServerUnderTest, is_loopback, with_channel
 from app.bench.workers import CloseAll, Connect, ConnectResult, WorkerPool
 
-SCENARIOS = ("targets", "storm", "ramp", "sustained", "publish")
+SCENARIOS = ("targets", "storm", "ramp", "sustained", "publish", "workers")
 DEFAULT_SCENARIOS = ("targets", "storm", "ramp", "sustained")
+WORKER_COUNTS = (1, 2)  # the `workers` scenario: issue 6's "2 workers on 2 cores vs 1 worker"
 TARGET_STEPS = (1, 10, 20, 50, 100)
 RAMP_STEPS = (1, 10, 50, 100, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000)
 CLIENTS_PER_SOURCE_ADDRESS = 25000  # below the 28k ephemeral ports one source address has towards one port
@@ -72,6 +77,7 @@ class BenchConfig:
             "ramp": len(self.ramp_steps()),
             "sustained": 1,
             "publish": 4,
+            "workers": len(WORKER_COUNTS),
         }
         return sum(counts[name] for name in self.scenarios)
 
@@ -300,11 +306,193 @@ class ScenarioRunner:
                 await redis.stop()
         return entry
 
+    async def workers_run(
+        self, redis: server_mod.RedisProcess, load_cpus: Sequence[int] | None
+    ) -> dict[str, Any]:
+        """One gateway of the `workers` scenario (this runner's server, on Redis): connect --max-clients,
+        sustain for --duration, with the server's, each worker's and redis-server's CPU."""
+        clients = self.config.max_clients
+        self.memory.start()
+        try:
+            await asyncio.sleep(SETTLE_S)
+            self.idle_rss = await self.memory.sample()
+            connect = await self.connect(clients)
+            memory = await self.memory_step(self.clients)
+            per_worker = self.server.clients_per_worker(self.pool.pids)
+            workers = self.server.worker_processes()
+            workers_before = _cpu_seconds(workers)
+            redis_before = redis.cpu_seconds()
+            started = time.monotonic()
+            sustained = await self.phases.sustained(self.config.duration_s, self.config.rate)
+            wall = max(1e-6, time.monotonic() - started)
+            redis_after = redis.cpu_seconds()
+            worker_cpu = [max(0.0, b - a) for a, b in zip(workers_before, _cpu_seconds(workers), strict=True)]
+            memory["peak_rss_bytes"] = sustained.pop("memory_peak_bytes")
+            connected = self.clients
+            await self.close_all()
+        finally:
+            await self.memory.stop()
+        cpu = sustained["cpu"]
+        efficiency = sustained["server_efficiency"]
+        delivered = sustained["delivery"]["delivered"]
+        redis_cpu = (
+            None if redis_before is None or redis_after is None else max(0.0, redis_after - redis_before)
+        )
+        cpus = list(self.server.cpus) if self.server.cpus else None
+        return {
+            "workers": self.server.workers,
+            "server_cpus": cpus,
+            "load_cpus": list(load_cpus) if load_cpus else None,
+            # None: nothing was pinned, so whether they shared a core is the scheduler's choice
+            "load_shares_core": None if not cpus or not load_cpus else bool(set(cpus) & set(load_cpus)),
+            "clients": clients,
+            "connected": connected,
+            "connect": connect,
+            "memory": memory,
+            "server_connections": memory["server_connections"],
+            "clients_per_worker": per_worker,
+            "worker_cpu_s": [round(seconds, 4) for seconds in worker_cpu],
+            "deliveries_per_s": sustained["throughput"]["deliveries_per_s"],
+            "delivered": delivered,
+            "delivery_rate": sustained["delivery"]["rate"],
+            "p99_ms": sustained["latency"]["p99_ms"],
+            "server_pct": cpu["server_pct"],
+            "server_cpu_us_per_delivery": efficiency["server_cpu_us_per_delivery"],
+            "projected_deliveries_per_s_per_core": efficiency["projected_deliveries_per_s_per_core"],
+            "load_limited": cpu["load_limited"],
+            "load_max_pct": cpu["load_max_pct"],
+            "load_cores_busy_pct": cpu["load_cores_busy_pct"],
+            "redis": {
+                "cpu_s": None if redis_cpu is None else round(redis_cpu, 4),
+                "pct": None if redis_cpu is None else round(redis_cpu / wall * 100.0, 1),
+                "cpu_us_per_delivery": round(redis_cpu * 1e6 / delivered, 3)
+                if redis_cpu and delivered
+                else None,
+            },
+            "sustained": sustained,
+        }
+
+    async def scenario_workers(self) -> dict[str, Any]:
+        """1 worker, then 2, each a fresh gateway on one throwaway redis-server (so both see the same engine
+        and the workers share events), with --max-clients clients sustained for --duration."""
+        load_cpus = list(self.pool.cpus) if self.pool.cpus else None
+        result: dict[str, Any] = {
+            "skipped": workers_skip_reason(self.server),
+            "error": None,
+            "broker": None,
+            "clients": self.config.max_clients,
+            "duration_s": self.config.duration_s,
+            "load_cpus": load_cpus,
+            "runs": [],
+        }
+        if result["skipped"]:
+            result.update(scaling_ratios(None, None))
+            return result
+        redis: server_mod.RedisProcess | None = None
+        gateway: ServerUnderTest | None = None
+        try:
+            redis = server_mod.spawn_redis()
+            await redis.wait_ready()
+            result["broker"] = redis.url
+            for workers in WORKER_COUNTS:
+                cpus = worker_cpus(self.server.cpus, workers)
+                self.advance(
+                    f"{self.server.label}: workers, {workers} on CPUs {cpus or 'any'}, "
+                    f"{self.config.max_clients} clients for {self.config.duration_s:g}s"
+                )
+                gateway = server_mod.spawn_gateway(workers, redis.url, cpus)
+                await gateway.wait_ready()
+                runner = ScenarioRunner(gateway, self.pool, self.config, self.advance)
+                result["runs"].append(await runner.workers_run(redis, load_cpus))
+                await gateway.stop()
+                gateway = None
+        except (
+            Exception
+        ) as error:  # no redis-server, or a gateway failed: a figure of the report, not a crash
+            result["error"] = f"{type(error).__name__}: {error}"
+        finally:
+            if gateway is not None:
+                await gateway.stop()
+            if redis is not None:
+                await redis.stop()
+        by_workers = {run["workers"]: run for run in result["runs"]}
+        result.update(scaling_ratios(by_workers.get(1), by_workers.get(2)))
+        return result
+
     async def scenario_publish(self) -> dict[str, Any]:
         result: dict[str, Any] = {"runs": await self.publish_runs(), "engine": self.server.broker}
         if self.wants_redis_publish():
             result["other_engines"] = [await self.publish_on_redis()]
         return result
+
+
+def workers_skip_reason(server: ServerUnderTest) -> str | None:
+    """Why the `workers` scenario cannot run against this server (None: it can)."""
+    if server.label != "eventcast":
+        return f"the {server.label} server has no workers to compare; only a spawned eventcast gateway is measured"
+    if not server.spawned:
+        return "a --url target: the bench can only vary the workers of a gateway it spawned itself (--spawn)"
+    return None
+
+
+def worker_cpus(server_cpus: Sequence[int] | None, workers: int) -> list[int] | None:
+    """CPUs for a gateway of `workers` workers: the run's server CPUs first, then the machine's next cores
+    (with 2 cores that is the load generator's core: the caller records that they share it)."""
+    if not server_cpus:
+        return None
+    try:
+        available = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return list(server_cpus)
+    ordered = [*server_cpus, *(cpu for cpu in available if cpu not in server_cpus)]
+    return ordered[:workers]
+
+
+def _cpu_seconds(processes: Sequence[psutil.Process]) -> list[float]:
+    out = []
+    for proc in processes:
+        seconds = 0.0
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            seconds = float(times.user + times.system)
+        out.append(seconds)
+    return out
+
+
+def scaling_ratios(one: dict[str, Any] | None, two: dict[str, Any] | None) -> dict[str, Any]:
+    """Issue 6's 2-workers-vs-1 figures from the two runs of the `workers` scenario.
+
+    `ratio_measured` = deliveries/s with 2 workers / with 1. `ratio_projected` = 2 x (server CPU us per
+    delivery, 1 worker) / (server CPU us per delivery, 2 workers): what 2 workers with a core each would give
+    against 1 worker on one core, if each ran its core full at the cost per delivery measured here. The
+    2-worker cost counts everything the second worker duplicates (each reads and parses every event from
+    Redis, each runs its own loop) and uvicorn's supervisor; redis-server is not counted (a shared
+    dependency, reported apart). `ratio_projected_busiest_worker` drops the assumption that the two workers
+    share the work evenly: the busier worker's CPU per delivery of the whole gateway sets the 2-worker
+    capacity.
+    """
+    measured = projected = busiest = None
+    if one and two:
+        rate1, rate2 = one.get("deliveries_per_s"), two.get("deliveries_per_s")
+        if rate1 and rate2:
+            measured = round(rate2 / rate1, 3)
+        us1, us2 = one.get("server_cpu_us_per_delivery"), two.get("server_cpu_us_per_delivery")
+        if us1 and us2:
+            projected = round(2 * us1 / us2, 3)
+        worker_cpu = two.get("worker_cpu_s") or []
+        delivered = two.get("delivered")
+        if us1 and worker_cpu and max(worker_cpu) > 0 and delivered:
+            busiest = round(us1 * delivered / (max(worker_cpu) * 1e6), 3)
+    runs = [run for run in (one, two) if run]
+    return {
+        "ratio_measured": measured,
+        "ratio_projected": projected,
+        "ratio_projected_busiest_worker": busiest,
+        "load_shared_core": bool(two and two.get("load_shares_core")),
+        "load_limited": any(bool(run.get("load_limited")) for run in runs),
+        "basis": "ratio_projected = 2 x server CPU us per delivery (1 worker) / (2 workers): a projection "
+        "from measured server CPU for 2 workers with a core each, not a measurement; redis-server excluded",
+    }
 
 
 def redis_publish_planned(config: BenchConfig, spawned: bool, label: str, broker: str | None) -> bool:

@@ -124,6 +124,51 @@ class ServerUnderTest:
                 total += times.user + times.system
         return total
 
+    def worker_processes(self) -> list[psutil.Process]:
+        """The processes that serve clients: the spawned process itself with one worker, uvicorn's spawned
+        children with several (not its supervisor, nor multiprocessing's resource tracker)."""
+        tree = self._tree()
+        if self.workers <= 1 or len(tree) <= 1:
+            return tree[:1]
+        workers = []
+        for proc in tree[1:]:
+            with contextlib.suppress(psutil.Error):
+                if "spawn_main" in " ".join(proc.cmdline()):
+                    workers.append(proc)
+        return workers
+
+    def clients_per_worker(self, client_pids: Sequence[int]) -> list[int] | None:
+        """Per worker process, the established TCP connections on the server's port whose other end is one
+        of `client_pids` (the load generator's processes: the bench's own /metrics client is not counted).
+        Spawned servers only."""
+        port = urlsplit(self.ws_url).port
+        workers = self.worker_processes()
+        if not workers or port is None:
+            return None
+        try:
+            client_ends = {
+                (c.laddr.ip, c.laddr.port)
+                for pid in client_pids
+                for c in psutil.Process(pid).net_connections(kind="tcp")
+                if c.raddr and c.raddr.port == port
+            }
+            counts = []
+            for proc in workers:
+                counts.append(
+                    sum(
+                        1
+                        for c in proc.net_connections(kind="tcp")
+                        if c.status == psutil.CONN_ESTABLISHED
+                        and c.laddr
+                        and c.laddr.port == port
+                        and c.raddr
+                        and (c.raddr.ip, c.raddr.port) in client_ends
+                    )
+                )
+        except psutil.Error:
+            return None
+        return counts
+
     async def metrics_text(self) -> str | None:
         if not self.has_metrics:
             return None
@@ -286,6 +331,14 @@ class RedisProcess:
             await asyncio.sleep(0.1)
         tail = self.log_path.read_text(errors="replace")[-500:] if self.log_path.exists() else ""
         raise RuntimeError(f"redis-server on port {self.port} not ready after {timeout_s}s: {tail}")
+
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU seconds of the redis-server process so far."""
+        try:
+            times = psutil.Process(self.process.pid).cpu_times()
+        except psutil.Error:
+            return None
+        return float(times.user + times.system)
 
     async def stop(self) -> None:
         if self.process.poll() is None:
