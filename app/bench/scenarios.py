@@ -306,6 +306,15 @@ class ScenarioRunner:
                 await redis.stop()
         return entry
 
+    async def settled_connections(self, seen: int | None, timeout_s: float = 3.0) -> int | None:
+        """The gateway's eventcast_connections once it counts every connected client (bounded): with several
+        workers /metrics sums files each worker rewrites only every metrics_refresh_seconds (1 s)."""
+        deadline = time.monotonic() + timeout_s
+        while seen != self.clients and time.monotonic() < deadline:
+            await asyncio.sleep(0.25)
+            seen = await self.server.server_connections()
+        return seen
+
     async def workers_run(
         self, redis: server_mod.RedisProcess, load_cpus: Sequence[int] | None
     ) -> dict[str, Any]:
@@ -318,6 +327,7 @@ class ScenarioRunner:
             self.idle_rss = await self.memory.sample()
             connect = await self.connect(clients)
             memory = await self.memory_step(self.clients)
+            memory["server_connections"] = await self.settled_connections(memory["server_connections"])
             per_worker = self.server.clients_per_worker(self.pool.pids)
             workers = self.server.worker_processes()
             workers_before = _cpu_seconds(workers)

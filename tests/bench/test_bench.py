@@ -289,3 +289,92 @@ def test_cli_against_a_remote_url_writes_json_and_charts(baseline_url: str, tmp_
     assert "ramp, 20 clients" in done.stdout
     tables = (tmp_path / "table.md").read_text()
     assert "## Issue 6 targets" in tables and "<!-- bench-table -->" in tables
+
+
+SCHEMA_WORKERS = {
+    "skipped",
+    "error",
+    "broker",
+    "clients",
+    "duration_s",
+    "load_cpus",
+    "runs",
+    "ratio_measured",
+    "ratio_projected",
+    "ratio_projected_busiest_worker",
+    "load_shared_core",
+    "load_limited",
+    "basis",
+    "idle_rss_bytes",
+}
+SCHEMA_WORKERS_RUN = {
+    "workers",
+    "server_cpus",
+    "load_cpus",
+    "load_shares_core",
+    "clients",
+    "connected",
+    "connect",
+    "memory",
+    "server_connections",
+    "clients_per_worker",
+    "worker_cpu_s",
+    "deliveries_per_s",
+    "delivered",
+    "delivery_rate",
+    "p99_ms",
+    "server_pct",
+    "server_cpu_us_per_delivery",
+    "projected_deliveries_per_s_per_core",
+    "load_limited",
+    "load_max_pct",
+    "load_cores_busy_pct",
+    "redis",
+    "sustained",
+}
+
+
+def test_workers_scenario_runs_one_then_two_workers_on_a_spawned_redis() -> None:
+    """1 worker, then 2, on one throwaway redis-server (pinned, as `make bench` runs it), 30 clients for 1 s."""
+    config = small_config(scenarios=("workers",), max_clients=30, duration_s=1.0)
+    report = json.loads(to_json(run_sync(RunOptions(config=config, spawn=True, processes=1))))
+    workers = report["servers"][0]["scenarios"]["workers"]
+    assert set(workers) == SCHEMA_WORKERS
+    assert workers["skipped"] is None and workers["error"] is None, workers
+    assert workers["broker"].startswith("redis://127.0.0.1:")
+    one, two = workers["runs"]
+    assert (one["workers"], two["workers"]) == (1, 2)
+    for run in (one, two):
+        assert set(run) == SCHEMA_WORKERS_RUN
+        assert run["connected"] == run["server_connections"] == 30
+        assert run["clients_per_worker"] is not None and sum(run["clients_per_worker"]) == 30
+        assert len(run["clients_per_worker"]) == len(run["worker_cpu_s"]) == run["workers"]
+        delivery = run["sustained"]["delivery"]
+        assert run["delivery_rate"] == delivery["rate"] == 1.0, delivery
+        assert delivery["lost"] == delivery["duplicated"] == delivery["out_of_order"] == 0
+        assert run["delivered"] == delivery["expected"] > 0
+        assert run["deliveries_per_s"] > 0 and run["server_cpu_us_per_delivery"] > 0
+        assert run["redis"]["cpu_s"] is not None and run["redis"]["cpu_s"] >= 0
+        assert set(run["sustained"]) >= SCHEMA_PHASE - {"publish_latency"}
+    if one["server_cpus"] is not None:  # pinned: 1 worker on the run's server core, 2 on that and the next
+        assert len(one["server_cpus"]) == 1 and len(two["server_cpus"]) == 2
+        assert one["server_cpus"][0] == two["server_cpus"][0]
+        assert two["load_shares_core"] == bool(set(two["server_cpus"]) & set(two["load_cpus"]))
+    assert workers["ratio_measured"] == pytest.approx(
+        two["deliveries_per_s"] / one["deliveries_per_s"], rel=0.01
+    )
+    assert workers["ratio_projected"] == pytest.approx(
+        2 * one["server_cpu_us_per_delivery"] / two["server_cpu_us_per_delivery"], rel=0.01
+    )
+    [row] = [row for row in report["performance_targets"] if row["key"] == "two_workers_scaling"]
+    assert row["status"].removesuffix(" (projected)") in ("PASS", "FAIL")
+    assert "measured" in row["eventcast"] and "projected" in row["eventcast"]
+
+
+def test_workers_scenario_is_skipped_for_a_url_target(baseline_url: str) -> None:
+    config = small_config(scenarios=("workers",), max_clients=5)
+    report = run_sync(RunOptions(config=config, url=baseline_url, processes=1, pin=False))
+    workers = report["servers"][0]["scenarios"]["workers"]
+    assert "--url" in workers["skipped"] and workers["runs"] == [] and workers["ratio_projected"] is None
+    [row] = [row for row in report["performance_targets"] if row["key"] == "two_workers_scaling"]
+    assert row["status"] == "n/a on this machine" and "skipped" in row["note"]

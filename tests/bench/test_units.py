@@ -5,17 +5,21 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from app.bench import stats
 from app.bench.client import Phase, Tracker
 from app.bench.measure import server_efficiency
 from app.bench.publisher import event_body
 from app.bench.report import (
     comparison,
+    key_figures,
     markdown_report,
     performance_targets,
     pooled_percentile,
     target_checks,
 )
+from app.bench.scenarios import scaling_ratios
 from app.bench.server import parse_metric, with_channel
 
 
@@ -190,3 +194,100 @@ def test_performance_targets_judge_measured_and_projected_separately() -> None:
     text = markdown_report({**report, "comparison": comparison(ours, theirs), "command": "eventcast bench"})
     assert "<!-- bench-table -->" in text and "PASS (projected)" in text
     assert "projected deliveries/s per server core" in text
+
+
+def _workers_run(
+    workers: int, rate: float, us: float, worker_cpu: list[float], **extra: Any
+) -> dict[str, Any]:
+    return {
+        "workers": workers,
+        "server_cpus": list(range(workers)),
+        "load_cpus": [1],
+        "load_shares_core": workers == 2,
+        "clients": 10_000,
+        "connected": 10_000,
+        "clients_per_worker": [10_000 // workers] * workers,
+        "worker_cpu_s": worker_cpu,
+        "deliveries_per_s": rate,
+        "delivered": 2_000_000,
+        "delivery_rate": 1.0,
+        "p99_ms": 400.0,
+        "server_pct": 50.0 * workers,
+        "server_cpu_us_per_delivery": us,
+        "projected_deliveries_per_s_per_core": round(1e6 / us),
+        "load_limited": True,
+        "load_max_pct": 95.0,
+        "load_cores_busy_pct": 99.0,
+        "redis": {"cpu_s": 0.4, "pct": 4.0, "cpu_us_per_delivery": 0.2},
+        **extra,
+    }
+
+
+def test_scaling_ratios_measured_and_projected_from_cpu_per_delivery() -> None:
+    one = _workers_run(1, 250_000.0, 2.0, [4.0])
+    # 2 workers: 2.5 us per delivery over the whole gateway (the second worker's Redis reads counted),
+    # 2,000,000 deliveries, the busier worker 3 of the 5 CPU seconds
+    two = _workers_run(2, 300_000.0, 2.5, [3.0, 2.0])
+    ratios = scaling_ratios(one, two)
+    assert ratios["ratio_measured"] == 1.2
+    assert ratios["ratio_projected"] == 1.6  # 2 x 2.0 / 2.5
+    assert ratios["ratio_projected_busiest_worker"] == pytest.approx(2.0 * 2_000_000 / 3e6, abs=0.001)
+    assert ratios["load_shared_core"] is True and ratios["load_limited"] is True
+    assert "projection" in ratios["basis"]
+    missing = scaling_ratios(one, None)
+    assert missing["ratio_measured"] is missing["ratio_projected"] is None
+    assert scaling_ratios(one, {**two, "server_cpu_us_per_delivery": None})["ratio_projected"] is None
+
+
+def _workers_report(scenario: dict[str, Any] | None) -> dict[str, Any]:
+    server: dict[str, Any] = {"label": "eventcast", "workers": 1, "scenarios": {}}
+    if scenario is not None:
+        server["scenarios"]["workers"] = scenario
+    return {"machine": {"cpus": 2}, "servers": [server], "command": "eventcast bench"}
+
+
+def _scaling_row(scenario: dict[str, Any] | None) -> Any:
+    return {row.key: row for row in performance_targets(_workers_report(scenario))}["two_workers_scaling"]
+
+
+def test_two_workers_row_judges_the_projection_when_the_load_generator_shared_a_core() -> None:
+    one = _workers_run(1, 250_000.0, 2.0, [4.0])
+    runs = [one, _workers_run(2, 300_000.0, 2.2, [2.3, 2.1])]
+    scenario = {"runs": runs, "skipped": None, "error": None, **scaling_ratios(*runs)}
+    row = _scaling_row(scenario)  # measured 1.2x would fail; projected 1.82x passes
+    assert row.status == "PASS (projected)" and row.value == scenario["ratio_projected"] and row.load_limited
+    assert row.eventcast == "1.20x measured, 1.82x projected"
+    assert row.note.startswith("projected from CPU: the load generator shared a core with a worker")
+    assert "clients per worker 5,000/5,000" in row.note
+
+    slow = [one, _workers_run(2, 300_000.0, 3.0, [3.0, 3.0])]
+    assert _scaling_row({"runs": slow, **scaling_ratios(*slow)}).status == "FAIL (projected)"  # 1.33x
+
+    # Own cores and no saturation: judged on the measured ratio, which here misses while the projection passes
+    free = [
+        _workers_run(1, 250_000.0, 2.0, [4.0], load_limited=False, load_shares_core=False),
+        _workers_run(2, 375_000.0, 2.0, [2.0, 2.0], load_limited=False, load_shares_core=False),
+    ]
+    row = _scaling_row({"runs": free, **scaling_ratios(*free)})
+    assert row.status == "FAIL" and row.value == 1.5 and not row.load_limited
+    assert row.note.startswith("measured")
+
+    text = markdown_report({**_workers_report(scenario), "comparison": []})
+    assert "## Workers: 1 against 2 (redis engine)" in text
+    assert "| 2 | 0,1 | 10,000 (5,000/5,000) | 300,000 /s |" in text and "shares a core with a worker" in text
+    keys = {row["key"]: row["eventcast"] for row in key_figures(_workers_report(scenario))}
+    assert (
+        keys["workers.ratio_measured"] == 1.2
+        and keys["workers.ratio_projected"] == scenario["ratio_projected"]
+    )
+
+
+def test_two_workers_row_is_na_without_the_scenario() -> None:
+    row = _scaling_row(None)
+    assert row.status == "n/a on this machine" and row.eventcast == "-"
+    assert row.note == "2 cores: the load generator needs a core of its own, so 2 server cores leave it none"
+    failed = _scaling_row(
+        {"runs": [], "skipped": None, "error": "RuntimeError: boom", **scaling_ratios(None, None)}
+    )
+    assert failed.status == "n/a on this machine" and "boom" in failed.note
+    assert "## Workers" not in markdown_report({**_workers_report(None), "comparison": []})
