@@ -27,7 +27,7 @@ pytest: venv
 	$(BIN)/pytest -q -p no:cacheprovider
 
 bench: system-deps venv
-	$(BIN)/eventcast bench --spawn --baseline --scenarios targets,storm,ramp,sustained,publish \
+	$(BIN)/eventcast bench --spawn --baseline --scenarios targets,storm,ramp,sustained,publish,workers \
 	  --max-clients 10000 --duration 10 --json docs/bench/results.json --plot docs/bench \
 	  --markdown docs/bench/table.md
 
