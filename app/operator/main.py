@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Collection
 from typing import Any
@@ -66,7 +67,21 @@ def build_registry(
         )
         patch.status.update(new_status)
 
+    _without_finalizers(registry)
     return registry
+
+
+def _without_finalizers(registry: kopf.OperatorRegistry) -> None:
+    """Let autoscalers be deleted without this operator.
+
+    kopf gives every object with a timer its finalizer, so that the timer is stopped before the object goes.
+    The timer holds nothing to clean up, while a finalizer would leave an autoscaler (and its namespace)
+    stuck in deletion whenever the operator is gone first, as in a ``helm uninstall`` that removes both.
+    kopf has no option for this, so its registered timers are marked here (tests/operator checks that no
+    finalizer is added).
+    """
+    spawning = registry._spawning
+    spawning._handlers[:] = [dataclasses.replace(h, requires_finalizer=False) for h in spawning._handlers]
 
 
 def run(namespaces: Collection[str], interval: float, *, liveness: str | None = None) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -33,26 +33,18 @@ def shared_internal_port(hosts: list[str]) -> int:
     """One port free on every address: the CR names a single metricsPort, as in a real cluster."""
     for _ in range(50):
         port = free_port(hosts[0])
-        with contextlib.ExitStack() as stack:
-            try:
-                for host in hosts[1:]:
-                    stack.enter_context(contextlib.closing(_bound(host, port)))
-            except OSError:
-                continue
-        return port
+        if all(_free(host, port) for host in hosts[1:]):
+            return port
     raise RuntimeError("no port free on every test address")
 
 
-def _bound(host: str, port: int) -> Any:
-    import socket
-
-    sock = socket.socket()
-    try:
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    return sock
+def _free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 class Pods:

@@ -7,6 +7,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import httpx
+
 from app.operator.constants import DELETION_COST_ANNOTATION, Phase
 from tests.clients import Subscriber
 from tests.operator.conftest import (
@@ -119,6 +121,9 @@ async def test_scale_up_marks_costs_then_sheds_the_busiest_pod_toward_the_new_on
     await asyncio.sleep(1.0)
     assert status(api)["lastShed"]["time"] == shed["time"]
     assert len(closed(busy)) == 22
+    # No finalizer: deleting the autoscaler never waits for the operator; only its status is written.
+    assert "finalizers" not in api.objects[CAS, NS, "gw"].raw["metadata"]
+    assert {request.url.path.rsplit("/", 1)[-1] for request in api["patch", api.resource(CAS)]} == {"status"}
     # kopf posted Kubernetes Events for the scale and the rebalance.
     reasons = {request.data.get("reason") for request in api["post", api.resource(EVENTS)]}
     assert {"ScaledUp", "Rebalanced"} <= reasons
@@ -204,5 +209,17 @@ async def test_an_unreachable_pod_and_a_missing_deployment_are_reported_not_fata
     await eventually(lambda: status(api)["lastReconcileTime"] != first, 5, "another round")
     assert replicas(api) == 2 and deployment_patches(api) == []
     assert cost(api, "gw-a") == "5" and cost(api, "gw-dead") is None
+    # Deleting an autoscaler is immediate (no finalizer) and the operator goes on with the others.
+    async with httpx.AsyncClient(base_url=str(api.url)) as client:
+        response = await client.delete(
+            f"/apis/eventcast.dev/v1alpha1/namespaces/{NS}/connectionautoscalers/ghost"
+        )
+        assert response.status_code == 200
+        missing = await client.get(
+            f"/apis/eventcast.dev/v1alpha1/namespaces/{NS}/connectionautoscalers/ghost"
+        )
+        assert missing.status_code == 404
+    before = status(api)["lastReconcileTime"]
+    await eventually(lambda: status(api)["lastReconcileTime"] != before, 5, "rounds after the deletion")
     for subscriber in opened:
         await subscriber.close()
