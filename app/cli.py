@@ -132,25 +132,45 @@ def _alive(pid: int) -> bool:
 def _run_uvicorn(settings: Settings, logging_config: dict[str, Any]) -> None:
     import uvicorn
 
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=settings.log_level,
+    from app.supervisor import ReusePortSupervisor, bind_reuseport
+
+    options: dict[str, Any] = {
+        "factory": True,
+        "host": settings.host,
+        "port": settings.port,
+        "workers": settings.workers,
+        "log_level": settings.log_level,
         # Subscribers are served without ASGI (app/wsserver.py) unless per-client compression is wanted.
-        ws="auto"
+        "ws": "auto"
         if settings.ws_per_message_deflate or settings.ws_engine == "asgi"
         else "app.wsserver:NativeWebSocket",
-        ws_max_size=settings.max_control_bytes,
-        ws_ping_interval=settings.idle_timeout_seconds / 2,
-        ws_ping_timeout=settings.idle_timeout_seconds / 2,
-        ws_per_message_deflate=settings.ws_per_message_deflate,  # off by default: docs/security.md
-        timeout_graceful_shutdown=5,
-        lifespan="on",
-        log_config=logging_config,
+        "ws_max_size": settings.max_control_bytes,
+        "ws_ping_interval": settings.idle_timeout_seconds / 2,
+        "ws_ping_timeout": settings.idle_timeout_seconds / 2,
+        "ws_per_message_deflate": settings.ws_per_message_deflate,  # off by default: docs/security.md
+        "timeout_graceful_shutdown": 5,
+        "lifespan": "on",
+        "log_config": logging_config,
+    }
+    if settings.workers == 1:
+        uvicorn.run("app.main:create_app", **options)
+        return
+    # Several workers: a listening socket each (SO_REUSEPORT), so clients spread evenly (app/supervisor.py).
+    config = uvicorn.Config("app.main:create_app", **options)
+    try:
+        sockets = bind_reuseport(settings.host, settings.port, settings.workers, config.backlog)
+    except OSError as exc:
+        logging.getLogger("uvicorn.error").error(
+            "cannot listen on %s:%s: %s", settings.host, settings.port, exc
+        )
+        sys.exit(1)
+    logging.getLogger("uvicorn.error").info(
+        "Uvicorn running on http://%s:%d, %d workers with a socket each",
+        settings.host,
+        sockets[0].getsockname()[1],
+        settings.workers,
     )
+    ReusePortSupervisor(config, sockets).run()
 
 
 @cli.command()

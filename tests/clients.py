@@ -85,3 +85,29 @@ async def publish(base: str, events: list[dict[str, Any]] | dict[str, Any], **kw
 
 def batch(channel: str, count: int, start: int = 0, type: str = "test.event") -> list[dict[str, Any]]:
     return [{"channel": channel, "type": type, "data": {"n": n}} for n in range(start, start + count)]
+
+
+RAW_UPGRADE = (
+    b"GET /ws/events HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+async def raw_subscriber(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A bare socket past the upgrade (101 read): for tests that need many clients or raw frames."""
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(RAW_UPGRADE)
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert b" 101 " in head.split(b"\r\n")[0], head
+    return reader, writer
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """(opcode, payload) of the next unmasked server frame."""
+    head = await reader.readexactly(2)
+    size = head[1] & 0x7F
+    if size == 126:
+        size = int.from_bytes(await reader.readexactly(2), "big")
+    elif size == 127:
+        size = int.from_bytes(await reader.readexactly(8), "big")
+    return head[0] & 0x0F, await reader.readexactly(size)

@@ -10,7 +10,15 @@ from collections.abc import Callable
 import httpx
 
 from app.protocol import CloseCode
-from tests.clients import Subscriber, batch, close_code, publish
+from tests.clients import (
+    RAW_UPGRADE,
+    Subscriber,
+    batch,
+    close_code,
+    publish,
+    raw_subscriber,
+    read_frame,
+)
 from tests.servers import Gateway, RedisServer
 
 
@@ -151,10 +159,7 @@ async def test_idle_client_that_never_answers_pings_is_closed(
     gateway = gateway_factory(env={"EVENTCAST_IDLE_TIMEOUT_SECONDS": "1"})
     # A raw client: completes the handshake, then never reads, so it never answers a ping.
     with socket.create_connection((gateway.host, gateway.port)) as sock:
-        sock.sendall(
-            b"GET /ws/events HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
+        sock.sendall(RAW_UPGRADE)
         assert b"101" in sock.recv(1024).split(b"\r\n")[0]
         started = time.monotonic()
         sock.settimeout(10)
@@ -173,25 +178,14 @@ async def test_keepalive_pings_are_spread_over_the_period_not_sent_at_once(
 ) -> None:
     """Pinging every client in one burst would stall a broadcast behind it: each one still gets its ping."""
     gateway = gateway_factory(env={"EVENTCAST_IDLE_TIMEOUT_SECONDS": "4"})  # a ping every 2 s per client
-    handshake = (
-        b"GET /ws/events HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
 
     async def first_ping() -> float:
-        reader, writer = await asyncio.open_connection(gateway.host, gateway.port)
-        writer.write(handshake)
+        reader, writer = await raw_subscriber(gateway.host, gateway.port)
         try:
-            assert b" 101 " in await reader.readuntil(b"\r\n\r\n")
             while True:
-                head = await reader.readexactly(2)
-                size = head[1] & 0x7F
-                if size == 126:  # the welcome is longer than 125 bytes
-                    size = int.from_bytes(await reader.readexactly(2), "big")
-                payload = await reader.readexactly(size)
-                if head[0] & 0x0F == 0x9:  # ping
+                opcode, _ = await read_frame(reader)
+                if opcode == 0x9:  # ping (the welcome comes first)
                     return time.monotonic()
-                assert payload  # the welcome
         finally:
             writer.close()
 
