@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from app.operator.constants import RBAC_RULES
 from tests.helm.chart import (
     CHART_DIR,
     NAMESPACE,
@@ -188,24 +189,6 @@ def test_keda_mode_renders_a_scaled_object_with_a_prometheus_trigger() -> None:
     assert "serverAddress" in render_error(REDIS | {"autoscaling": {"mode": "keda"}})
 
 
-ROLE_RULES = [
-    {
-        "apiGroups": ["eventcast.dev"],
-        "resources": ["connectionautoscalers"],
-        "verbs": ["get", "list", "watch", "patch"],
-    },
-    {
-        "apiGroups": ["eventcast.dev"],
-        "resources": ["connectionautoscalers/status"],
-        "verbs": ["get", "patch", "update"],
-    },
-    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch", "patch"]},
-    {"apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["get", "patch", "update"]},
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch"]},
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
-]
-
-
 def test_operator_mode_renders_the_autoscaler_the_operator_and_its_rbac() -> None:
     objects = render(ci("operator"))
     deployment = gateway(objects)
@@ -227,7 +210,7 @@ def test_operator_mode_renders_the_autoscaler_the_operator_and_its_rbac() -> Non
     account = operator["spec"]["template"]["spec"]["serviceAccountName"]
     assert only(objects, "ServiceAccount", account)
     role = only(objects, "Role")
-    assert role["rules"] == ROLE_RULES
+    assert role["rules"] == list(RBAC_RULES)  # what the operator needs, from the operator itself
     assert not of_kind(objects, "ClusterRole")
     binding = only(objects, "RoleBinding")
     assert binding["roleRef"] == {
