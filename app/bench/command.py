@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Annotated
 
@@ -125,6 +126,8 @@ def bench(
     """Measure a gateway: connection time, broadcast latency, delivery, deliveries/s and memory."""
     if client not in ("raw", "websockets"):
         raise typer.BadParameter("--client must be raw or websockets")
+    if plot is not None and importlib.util.find_spec("matplotlib") is None:  # say so now, not after the run
+        raise typer.BadParameter("--plot needs matplotlib: pip install 'eventcast[bench]'")
     options = build_options(
         url=url,
         publish_url=publish_url,
