@@ -66,9 +66,10 @@ def tune_gc() -> None:
 
     After startup ~80k objects (modules, the app, its dependencies) are alive for good, and every full
     collection would walk them all (~25-50 ms here) while thousands of connecting clients keep triggering
-    collections. ``gc.freeze()`` moves them out of the collector's sight. The thresholds stay Python's: a
-    first generation of 10,000 objects made collections rarer but each one long enough (a second-generation
-    pass over ~100k objects) to show as a 10 ms outlier in the 50-client broadcast latency.
+    collections. ``gc.freeze()`` moves them out of the collector's sight. The thresholds stay Python's: with a
+    first generation of 10,000 objects instead of 700, a gc callback under 100-event publishes measured
+    half the collector time (0.5% of the CPU instead of 1%) but second-generation pauses of up to 6.5 ms
+    instead of 1.5 ms, and pauses are what subscribers see.
     """
     gc.collect()
     gc.freeze()
