@@ -15,12 +15,14 @@ from typing import Any, Protocol
 
 from starlette.datastructures import QueryParams
 
+from app import metrics
 from app.auth import Principal
 from app.connection import Connection, Transport
-from app.hub import Hub
+from app.hub import BrokerRefused, Hub, Refused
 from app.protocol import (
     SUBPROTOCOL_JSON,
     SUBPROTOCOLS,
+    CloseCode,
     EventFilter,
     EventId,
     ProtocolError,
@@ -28,11 +30,44 @@ from app.protocol import (
     parse_channels,
     parse_control,
 )
-from app.security import Security
+from app.security import Security, Throttled
 from app.settings import Settings
 
 #: The keepalive sweeper pings 1/KEEPALIVE_SLICES of the sockets at a time (see Gateway._sweep).
 KEEPALIVE_SLICES = 50
+
+
+#: Close code of a refusal -> the ``reason`` label of eventcast_connections_refused_total (metrics.REFUSAL_REASONS).
+REFUSAL_LABELS: dict[int, str] = {
+    CloseCode.TRY_AGAIN_LATER: "overload",
+    CloseCode.SERVICE_RESTART: "draining",
+    CloseCode.UNAUTHENTICATED: "unauthenticated",
+    CloseCode.FORBIDDEN: "forbidden",
+    CloseCode.POLICY: "forbidden",  # the ASGI path closes a disallowed Origin with 1008 (uvicorn answers 403)
+    CloseCode.BAD_REQUEST: "bad_request",
+}
+
+
+def refusal_reason(cause: BaseException | CloseCode) -> str:
+    """The one place that names why a subscriber was turned away: from the exception, or the close code used.
+
+    Two refusals share 1013 with overload and are told apart by their type: the connect rate (``Throttled``)
+    and a broker failure while attaching (``BrokerRefused``). Anything unexpected is ``error``.
+    """
+    if isinstance(cause, BrokerRefused):
+        return "broker_unavailable"
+    if isinstance(cause, Throttled):
+        return "rate_limited"
+    if isinstance(cause, ProtocolError | Refused):
+        cause = cause.code
+    if isinstance(cause, CloseCode):
+        return REFUSAL_LABELS.get(cause, "error")
+    return "error"
+
+
+def count_refused(cause: BaseException | CloseCode) -> None:
+    """Count one subscriber turned away before its welcome frame; every front end calls this once per refusal."""
+    metrics.CONNECTIONS_REFUSED.labels(refusal_reason(cause)).inc()
 
 
 class KeepAlive(Protocol):

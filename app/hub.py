@@ -51,6 +51,13 @@ class Refused(Exception):
         self.reason = reason
 
 
+class BrokerRefused(Refused):
+    """The broker failed while a subscriber was attaching: 1013, as overload, but another cause to count."""
+
+    def __init__(self) -> None:
+        super().__init__(CloseCode.TRY_AGAIN_LATER, "broker unavailable: try again later")
+
+
 class Hub:
     def __init__(self, broker: Broker, *, replica: str, max_connections: int, max_replay_events: int) -> None:
         self.broker = broker
@@ -68,6 +75,7 @@ class Hub:
     async def start(self) -> None:
         await self.broker.start(self._on_events, self._on_broker_state)
         metrics.BROKER_UP.set(1 if self.broker.is_up else 0)
+        metrics.CONNECTIONS_MAX.set(self.max_connections)
 
     async def stop(self) -> None:
         """Close whoever is left (uvicorn's shutdown also does) and release the broker."""
@@ -108,7 +116,7 @@ class Hub:
                     after = since.position
         except BrokerUnavailable:
             await self._forget(conn)
-            raise Refused(CloseCode.TRY_AGAIN_LATER, "broker unavailable: try again later") from None
+            raise BrokerRefused from None
         except BaseException:
             await self._forget(conn)
             raise

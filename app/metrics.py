@@ -9,8 +9,8 @@ Two modes, chosen by prometheus_client itself at import (``PROMETHEUS_MULTIPROC_
   merges them, so one scrape reports the whole pod. Counters and histograms are summed; live-state gauges use
   ``livesum`` (``broker_up`` uses ``livemin``: the pod is up only if every worker reaches the broker).
 
-Live-state gauges (connections, send queue bytes, memory) are never incremented ad hoc: ``refresh(hub)`` sets
-them from the hub right before each scrape, and in multi-worker mode every worker also refreshes its own files
+Live-state gauges (connections and their limit, send queue bytes, memory) are never incremented ad hoc:
+``refresh(hub)`` sets them from the hub right before each scrape, and in multi-worker mode every worker also refreshes its own files
 every ``metrics_refresh_seconds`` so the worker that answers the scrape sees its siblings' current state.
 
 ``eventcast_memory_per_connection_bytes`` = sum over the pod's workers of (RSS - RSS at startup baseline)
@@ -57,6 +57,36 @@ MULTIPROCESS = values.ValueClass is not values.MutexValue
 #: Values of the ``transport`` label; both are exported (as 0) from the start so queries never see a gap.
 TRANSPORTS = ("websocket", "sse")
 
+#: Every value of the ``reason`` label of eventcast_connections_closed_total (app/hub.py ``Hub.close_label``).
+CLOSE_REASONS = (
+    "client",
+    "client_error",
+    "drain",
+    "shed",
+    "normal",
+    "policy",
+    "too_big",
+    "error",
+    "overload",
+    "bad_request",
+    "unauthenticated",
+    "forbidden",
+    "slow_consumer",
+    "other",
+)
+
+#: Every value of the ``reason`` label of eventcast_connections_refused_total (app/hub.py ``refusal_reason``).
+REFUSAL_REASONS = (
+    "overload",  # 1013: the worker holds EVENTCAST_MAX_CONNECTIONS
+    "draining",  # 1012: POST /admin/drain or SIGTERM
+    "unauthenticated",  # 4401 (SSE 401)
+    "forbidden",  # 4403 (SSE 403), and a disallowed Origin (HTTP 403 or 1008)
+    "rate_limited",  # the connect rate per IP (1013, SSE 429)
+    "bad_request",  # 4400 (SSE 400): channels, since, filter; HTTP 400/431: a malformed upgrade request
+    "broker_unavailable",  # 1013 (SSE 503): the broker failed while attaching
+    "error",  # 1011: an unexpected error while attaching
+)
+
 disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: half the series, and multiprocess mode has none either
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -71,6 +101,18 @@ CONNECTIONS = Gauge(
 CONNECTIONS_OPENED = Counter("connections_opened", "Subscriber connections accepted.", namespace=NAMESPACE)
 CONNECTIONS_CLOSED = Counter(
     "connections_closed", "Subscriber connections closed, by reason.", ["reason"], namespace=NAMESPACE
+)
+CONNECTIONS_MAX = Gauge(
+    "connections_max",
+    "Subscriber connections the pod accepts before refusing with 1013 (the per-worker limit times workers).",
+    namespace=NAMESPACE,
+    multiprocess_mode="livesum",
+)
+CONNECTIONS_REFUSED = Counter(
+    "connections_refused",
+    "Subscribers turned away before their welcome frame, by reason.",
+    ["reason"],
+    namespace=NAMESPACE,
 )
 CONNECT_DURATION = Histogram(
     "connect_duration_seconds",
@@ -129,6 +171,10 @@ BROKER_LAG = Histogram(
 for _transport in TRANSPORTS:
     CONNECTIONS.labels(_transport)
 MESSAGES_DROPPED.labels("slow_consumer")
+for _reason in CLOSE_REASONS:
+    CONNECTIONS_CLOSED.labels(_reason)
+for _reason in REFUSAL_REASONS:
+    CONNECTIONS_REFUSED.labels(_reason)
 for _result in ("recovered", "gap"):
     RECOVERIES.labels(_result)
 
@@ -175,6 +221,7 @@ def refresh(hub: Hub) -> None:
         CONNECTIONS.labels(kind).set(count)
     SEND_QUEUE_BYTES.set(queued)
     MEMORY_ABOVE_BASELINE.set(memory_above_baseline())
+    CONNECTIONS_MAX.set(hub.max_connections)
 
 
 async def keep_fresh(hub: Hub, interval: float) -> None:

@@ -27,6 +27,7 @@ from websockets.protocol import State as WsState
 from websockets.server import ServerProtocol
 
 from app.connection import Connection
+from app.gateway import count_refused
 from app.hub import Refused
 from app.protocol import CloseCode, ProtocolError, ws_frame
 
@@ -122,7 +123,7 @@ class NativeWebSocket(asyncio.Protocol):
             head, found, rest = self._request.partition(b"\r\n\r\n")
             if not found:
                 if len(self._request) > MAX_REQUEST_BYTES:
-                    self._reject(431, "Request Header Fields Too Large")
+                    self._refuse_http(431, "Request Header Fields Too Large", CloseCode.BAD_REQUEST)
                 return
             self._request = b""
             self._on_request(head)
@@ -216,6 +217,12 @@ class NativeWebSocket(asyncio.Protocol):
             )
             self.transport.close()
 
+    def _refuse_http(self, status: int, text: str, code: CloseCode) -> None:
+        """Turn a would-be subscriber away before the WebSocket exists: count it (as ``code``), answer HTTP."""
+        if self.gateway is not None:  # a server without the gateway (no subscribers) has nothing to count
+            count_refused(code)
+        self._reject(status, text)
+
     def _on_request(self, head: bytes) -> None:
         """The opening handshake (RFC 6455 4.2), answered here: websockets' generic one costs ~130 us."""
         gateway = self.gateway
@@ -227,7 +234,7 @@ class NativeWebSocket(asyncio.Protocol):
                 for name, _, value in (line.partition(":") for line in lines)
             ]
         except ValueError:
-            self._reject(400, "malformed request")
+            self._refuse_http(400, "malformed request", CloseCode.BAD_REQUEST)
             return
         headers = Headers(raw=raw)
         path, _, query_string = target.partition("?")
@@ -243,10 +250,10 @@ class NativeWebSocket(asyncio.Protocol):
             or headers.get("sec-websocket-version") != "13"
             or not _valid_key(key)
         ):
-            self._reject(400, "not a valid WebSocket upgrade (RFC 6455 4.2.1)")
+            self._refuse_http(400, "not a valid WebSocket upgrade (RFC 6455 4.2.1)", CloseCode.BAD_REQUEST)
             return
         if not gateway.security.origins.allows(headers.get("origin")):
-            self._reject(403, "origin not allowed")
+            self._refuse_http(403, "origin not allowed", CloseCode.FORBIDDEN)
             return
         offered = [p.strip() for value in headers.getlist("sec-websocket-protocol") for p in value.split(",")]
         encoding, answer = gateway.choose_subprotocol(offered)
@@ -272,6 +279,7 @@ class NativeWebSocket(asyncio.Protocol):
         try:
             admission = gateway.admit(headers, QueryParams(query_string), client_ip, filtered=filtered)
         except (ProtocolError, Refused) as exc:
+            count_refused(exc)
             self._send_close(exc.code, exc.reason)
             return
         self.conn = gateway.new_connection(self, admission, encoding)
@@ -285,11 +293,13 @@ class NativeWebSocket(asyncio.Protocol):
         try:
             await gateway.hub.attach(conn, admission.since)
         except Refused as exc:
+            count_refused(exc)
             self.conn = None
             self._send_close(exc.code, exc.reason)
             return
-        except Exception:
+        except Exception as exc:
             log.exception("attaching connection %s failed", conn.id)
+            count_refused(exc)
             self.conn = None
             self._send_close(CloseCode.INTERNAL_ERROR, "internal error")
             return

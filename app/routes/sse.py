@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from app.auth import Principal
 from app.connection import Connection, Frame
+from app.gateway import count_refused
 from app.hub import Hub, Refused
 from app.limits import retry_after_header
 from app.protocol import (
@@ -158,8 +159,12 @@ class SSEResponse(Response):
         try:
             await self.hub.attach(conn, self.since)
         except Refused as exc:
+            count_refused(exc)
             await transport.close(exc.code, exc.reason)
             return
+        except Exception as exc:
+            count_refused(exc)
+            raise
         expiry = self.security.close_at_expiry(conn, self.principal)
         heartbeat = asyncio.create_task(self._heartbeat(conn), name=f"eventcast-sse-heartbeat-{conn.id}")
         waiters = [
@@ -202,6 +207,7 @@ async def sse_events(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     security: Security = request.app.state.security
     if not security.origins.allows(request.headers.get("origin")):
+        count_refused(CloseCode.FORBIDDEN)
         return error(403, "origin_not_allowed", "this Origin may not use the gateway")
     query = request.query_params
     try:
@@ -213,8 +219,10 @@ async def sse_events(request: Request) -> Response:
         event_filter = EventFilter.from_query(types, where) if types or where else None
         hub.check_capacity()
     except Throttled as exc:
+        count_refused(exc)
         return error(429, "rate_limited", exc.reason, {"Retry-After": retry_after_header(exc.retry_after)})
     except (ProtocolError, Refused) as exc:
+        count_refused(exc)
         status, code = HTTP_STATUS.get(exc.code, (400, "bad_request"))
         headers = {"Retry-After": "1"} if status == 503 else None
         if status == 401:

@@ -8,7 +8,7 @@ import logging
 from fastapi import APIRouter, WebSocket
 
 from app.connection import Frame
-from app.gateway import Gateway
+from app.gateway import Gateway, count_refused
 from app.hub import Refused
 from app.protocol import CloseCode, ProtocolError
 
@@ -57,12 +57,14 @@ async def serve_subscriber(websocket: WebSocket, *, filtered: bool) -> None:
     gateway: Gateway = websocket.app.state.gateway
     encoding, answer = gateway.choose_subprotocol(list(websocket.scope.get("subprotocols", [])))
     if not gateway.security.origins.allows(websocket.headers.get("origin")):
+        count_refused(CloseCode.POLICY)
         await websocket.close(CloseCode.POLICY, "origin not allowed")  # before accept: uvicorn answers 403
         return
     try:
         client_ip = websocket.client.host if websocket.client else ""
         admission = gateway.admit(websocket.headers, websocket.query_params, client_ip, filtered=filtered)
     except (ProtocolError, Refused) as exc:
+        count_refused(exc)
         await refuse(websocket, answer, exc.code, exc.reason)
         return
 
@@ -71,9 +73,13 @@ async def serve_subscriber(websocket: WebSocket, *, filtered: bool) -> None:
     try:
         await gateway.hub.attach(conn, admission.since)
     except Refused as exc:
+        count_refused(exc)
         with contextlib.suppress(Exception):
             await websocket.close(exc.code, exc.reason)
         return
+    except Exception as exc:  # uvicorn closes the socket with 1011
+        count_refused(exc)
+        raise
     expiry = gateway.security.close_at_expiry(conn, admission.principal)
 
     client_code: int | None = None
