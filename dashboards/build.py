@@ -69,6 +69,20 @@ QUERIES: dict[str, tuple[Query, ...]] = {
     "connections_per_pod": (
         Query(f"sum by (pod, transport) ({metric('eventcast_connections')})", "{{pod}} {{transport}}"),
     ),
+    "connections_vs_limit": (
+        Query(f"sum({metric('eventcast_connections')})", "connections"),
+        Query(f"sum({metric('eventcast_connections_max')})", "limit"),
+    ),
+    "limit_used": (
+        Query(
+            f"100 * sum by (pod) ({metric('eventcast_connections')})"
+            f" / sum by (pod) ({metric('eventcast_connections_max')})",
+            "{{pod}}",
+        ),
+    ),
+    "refusals": (
+        Query(f"sum by (reason) ({rate('eventcast_connections_refused_total')})", "refused: {{reason}}"),
+    ),
     "opens_closes": (
         Query(f"sum({rate('eventcast_connections_opened_total')})", "opened"),
         Query(f"sum by (reason) ({rate('eventcast_connections_closed_total')})", "closed: {{reason}}"),
@@ -168,6 +182,32 @@ LAYOUT: tuple[Row, ...] = (
             ),
             PanelSpec(
                 "recoveries", "Recoveries/s by result", "Resumes with since: recovered or gap.", "ops", 12
+            ),
+        ),
+    ),
+    Row(
+        "Capacity",
+        (
+            PanelSpec(
+                "connections_vs_limit",
+                "Connections vs limit",
+                "Open connections and the limit (EVENTCAST_MAX_CONNECTIONS x workers x pods), all pods.",
+                "short",
+                8,
+            ),
+            PanelSpec(
+                "limit_used",
+                "Limit used per pod",
+                "Open connections as a share of the pod's limit; past 100% new clients get 1013.",
+                "percent",
+                8,
+            ),
+            PanelSpec(
+                "refusals",
+                "Refusals/s by reason",
+                "Subscribers turned away before their welcome: overload, draining, auth, rate limit, ...",
+                "ops",
+                8,
             ),
         ),
     ),

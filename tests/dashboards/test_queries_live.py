@@ -2,8 +2,9 @@
 
 Two pods on one Redis: ``gw-a`` runs two uvicorn workers (multiprocess metrics), ``gw-b`` one. The load makes
 every panel meaningful: subscribers on both, publishes through both, a client that stops reading until it is
-closed with 4008 (drops, slow-consumer closes, queued bytes), a resume with ``since`` (recoveries) and clients
-that leave (closes). Prometheus gets the labels a ServiceMonitor would add (namespace, pod).
+closed with 4008 (drops, slow-consumer closes, queued bytes), a resume with ``since`` (recoveries), clients
+that leave (closes) and clients refused on both pods (refusals). Prometheus gets the labels a ServiceMonitor
+would add (namespace, pod).
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from typing import Any
 import httpx
 import pytest
 
+from app.protocol import CloseCode
 from dashboards import build
-from tests.clients import Subscriber, publish
+from tests.clients import Subscriber, close_code, publish
 from tests.observability.helpers import scrape, value
 from tests.observability.test_prometheus import start_prometheus
 from tests.servers import Gateway, RedisServer, free_port, wait_for
@@ -149,26 +151,26 @@ async def test_every_panel_query_returns_data(pods: tuple[Gateway, Gateway], tmp
         readers = [asyncio.create_task(drain(sub)) for sub in fast]
         ticker = asyncio.create_task(trickle(pods))
         try:
-            # Twice: a counter series born by its first close shows no rate until it increases again
-            # (closed_total's reasons are not pre-initialised), and the panels must show a rate.
-            for times in (1, 2):
-                slow = await stall_then_cut(b, pods, cuts=times, hold=times == 1)
-                slow.ws.transport.resume_reading()
-                await slow.closed(timeout=30)  # 4008, or 1006 when the close handshake itself stalled
-                back = await Subscriber.open(f"{b.ws}/ws/events?channels={CHANNEL}&since={slow.last_id}")
-                assert back.welcome["recovered"] is True
-                await fast[times].close()  # a client that leaves: closed by reason "client"
-                for promql in (
-                    f'sum(eventcast_connections_closed_total{{job="{JOB}", reason="slow_consumer"}})',
-                    f'sum(eventcast_recoveries_total{{job="{JOB}", result="recovered"}})',
-                    f'sum(eventcast_connections_closed_total{{job="{JOB}", reason="client"}})',
-                ):
-                    wait_for(
-                        lambda q=promql, n=times: float(instant(base, q)[0]["value"][1]) >= n,
-                        30,
-                        promql,
-                        interval=0.5,
-                    )
+            # Once is enough: every reason and result series exists from the start at 0, so the first
+            # slow-consumer close, client close, recovery and refusal already show as a rate.
+            slow = await stall_then_cut(b, pods, cuts=1, hold=True)
+            slow.ws.transport.resume_reading()
+            await slow.closed(timeout=30)  # 4008, or 1006 when the close handshake itself stalled
+            back = await Subscriber.open(f"{b.ws}/ws/events?channels={CHANNEL}&since={slow.last_id}")
+            assert back.welcome["recovered"] is True
+            await fast[1].close()  # a client that leaves: closed by reason "client"
+            for gw in pods:  # a subscriber refused on each pod: a bad since is closed with 4400
+                code, _ = await close_code(f"{gw.ws}/ws/events?channels={CHANNEL}&since=garbage")
+                assert code == CloseCode.BAD_REQUEST
+            for promql in (
+                f'sum(eventcast_connections_closed_total{{job="{JOB}", reason="slow_consumer"}})',
+                f'sum(eventcast_recoveries_total{{job="{JOB}", result="recovered"}})',
+                f'sum(eventcast_connections_closed_total{{job="{JOB}", reason="client"}})',
+                f'sum(eventcast_connections_refused_total{{job="{JOB}", reason="bad_request"}})',
+            ):
+                wait_for(
+                    lambda q=promql: float(instant(base, q)[0]["value"][1]) >= 1, 30, promql, interval=0.5
+                )
             await asyncio.sleep(2)  # a couple more scrapes of live traffic
 
             checked = check_every_query(base, started)
