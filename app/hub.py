@@ -22,6 +22,7 @@ from app.protocol import (
     EventId,
     EventIn,
     FrameBatch,
+    Position,
     encode_control,
     now_ms,
 )
@@ -98,6 +99,25 @@ class Hub:
         if len(self.connections) >= self.max_connections:
             raise Refused(CloseCode.TRY_AGAIN_LATER, "overloaded: try again later")
 
+    def attach_now(self, conn: Connection) -> bool:
+        """Attach without awaiting when nothing needs the broker: no ``since``, every channel subscribed.
+
+        Returns False (nothing done) otherwise; then ``attach`` is the way. Saves a task, a lock and a loop
+        turn per client in a connect storm, where most clients join channels others already hold. Raises
+        Refused like ``attach``. Safe without the subscribe lock: a channel's subscriber set exists exactly
+        while the broker subscription does (it is created after subscribing and removed before unsubscribing).
+        """
+        subscribers = self._subscribers
+        if any(channel not in subscribers for channel in conn.channels):
+            return False
+        started = time.perf_counter()
+        self.check_capacity()
+        self.connections.add(conn)
+        for channel in conn.channels:
+            subscribers[channel].add(conn)
+        self._go_live(conn, None, started, False, "no_since", [], self.broker.position)
+        return True
+
     async def attach(self, conn: Connection, since: EventId | None) -> None:
         """Register ``conn``, queue its welcome frame, replay history after ``since``, then go live."""
         started = time.perf_counter()
@@ -116,16 +136,29 @@ class Hub:
                     after = since.position
         except BrokerUnavailable:
             await self._forget(conn)
-            raise BrokerRefused from None
+            raise Refused(CloseCode.TRY_AGAIN_LATER, "broker unavailable: try again later") from None
         except BaseException:
             await self._forget(conn)
             raise
+        self._go_live(conn, since, started, recovered, reason, replayed, after)
+
+    def _go_live(
+        self,
+        conn: Connection,
+        since: EventId | None,
+        started: float,
+        recovered: bool,
+        reason: str,
+        replayed: list[Event],
+        after: Position,
+    ) -> None:
+        """The welcome frame, the replay, live from ``after`` on; counted and logged."""
         welcome: dict[str, object] = {
             "type": WELCOME_TYPE,
             "connection": conn.id,
             "replica": self.replica,
             "recovered": recovered,
-            "position": f"{broker.epoch}.{after}",
+            "position": f"{self.broker.epoch}.{after}",
             "channels": list(conn.channels),
             "protocol": conn.subprotocol,
         }

@@ -284,6 +284,16 @@ class NativeWebSocket(asyncio.Protocol):
             return
         self.conn = gateway.new_connection(self, admission, encoding)
         gateway.sockets.add(self)
+        if False and admission.since is None:  # most clients of a connect storm: no task, no loop turn (Hub.attach_now)
+            try:
+                attached = gateway.hub.attach_now(self.conn)
+            except Refused as exc:
+                self.conn = None
+                self._send_close(exc.code, exc.reason)
+                return
+            if attached:
+                self._expiry = gateway.security.close_at_expiry(self.conn, admission.principal)
+                return
         gateway.track(asyncio.ensure_future(self._attach(admission)))
 
     async def _attach(self, admission: Any) -> None:

@@ -232,6 +232,50 @@ async def test_welcome_with_unrecoverable_since_says_why(env: Env) -> None:
     assert t.ids == live
 
 
+def new_conn(channels: Sequence[str]) -> tuple[Connection, FakeTransport]:
+    transport = FakeTransport()
+    conn = Connection(
+        transport,
+        channels=channels,
+        subprotocol=SUBPROTOCOL_JSON,
+        event_filter=None,
+        max_queue_bytes=1_000_000,
+    )
+    return conn, transport
+
+
+async def test_attach_now_only_when_every_channel_is_already_subscribed(env: Env) -> None:
+    first, _ = new_conn(["a"])
+    assert env.hub.attach_now(first) is False  # "a" needs a broker subscription: the async path
+    assert not env.hub.connections and env.hub.subscriber_count("a") == 0
+    await env.hub.attach(first, None)
+    mixed, _ = new_conn(["a", "b"])
+    assert env.hub.attach_now(mixed) is False  # "b" is new
+    assert mixed not in env.hub.connections
+    before = await env.publish("a", 2)
+    await asyncio.sleep(0)
+    conn, transport = new_conn(["a"])
+    assert env.hub.attach_now(conn) is True
+    assert conn in env.hub.connections and env.hub.subscriber_count("a") == 2
+    assert env.broker.calls.count(("subscribe", "a")) == 1
+    ids = await env.publish("a", 3)
+    await wait_until(lambda: len(transport.frames) >= 4, "welcome and 3 events")
+    welcome = transport.welcome
+    assert (welcome["recovered"], welcome["reason"]) == (False, "no_since")
+    assert EventId.parse(welcome["position"]).position == EventId.parse(before[-1]).position
+    assert [e["id"] for e in transport.events] == ids  # live from the welcome on, nothing older
+
+
+async def test_attach_now_refuses_like_attach(env: Env) -> None:
+    await env.connect(["a"])
+    env.hub.start_drain(60)
+    conn, _ = new_conn(["a"])
+    with pytest.raises(Refused) as exc:
+        env.hub.attach_now(conn)
+    assert exc.value.code == CloseCode.SERVICE_RESTART
+    assert conn not in env.hub.connections and env.hub.subscriber_count("a") == 1
+
+
 async def test_msgpack_connection_gets_msgpack_frames(env: Env) -> None:
     _, tj = await env.connect(["a"])
     _, tm = await env.connect(["a"], subprotocol=SUBPROTOCOL_MSGPACK)
