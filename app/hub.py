@@ -136,7 +136,7 @@ class Hub:
                     after = since.position
         except BrokerUnavailable:
             await self._forget(conn)
-            raise Refused(CloseCode.TRY_AGAIN_LATER, "broker unavailable: try again later") from None
+            raise BrokerRefused from None  # 1013 as overload, counted as broker_unavailable
         except BaseException:
             await self._forget(conn)
             raise

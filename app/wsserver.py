@@ -288,6 +288,7 @@ class NativeWebSocket(asyncio.Protocol):
             try:
                 attached = gateway.hub.attach_now(self.conn)
             except Refused as exc:
+                count_refused(exc)
                 self.conn = None
                 self._send_close(exc.code, exc.reason)
                 return
