@@ -284,7 +284,7 @@ class NativeWebSocket(asyncio.Protocol):
             return
         self.conn = gateway.new_connection(self, admission, encoding)
         gateway.sockets.add(self)
-        if False and admission.since is None:  # most clients of a connect storm: no task, no loop turn (Hub.attach_now)
+        if admission.since is None:  # most clients of a connect storm: no task, no loop turn (Hub.attach_now)
             try:
                 attached = gateway.hub.attach_now(self.conn)
             except Refused as exc:
