@@ -60,6 +60,7 @@ def serve(
     logging_config = log_config(settings)
     logging.config.dictConfig(logging_config)
     created_metrics_dir = _prepare_metrics_dir(settings)
+    os.environ["EVENTCAST_INSTANCE_ID"] = settings.instance_id  # every worker of this serve shares it
     base = f"http://{settings.host}:{settings.port}"
     metrics_url = (
         f"http://{settings.internal_host or settings.host}:{settings.internal_port}/metrics"

@@ -11,11 +11,13 @@ import logging
 import random
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from app import metrics, telemetry
 from app.broker.base import Broker, BrokerUnavailable
 from app.connection import Connection, State
 from app.protocol import (
+    CONTROL_CHANNEL,
     WELCOME_TYPE,
     CloseCode,
     Event,
@@ -28,6 +30,10 @@ from app.protocol import (
 )
 
 log = logging.getLogger("eventcast.hub")
+
+#: Event types on CONTROL_CHANNEL.
+CONTROL_SHED = "eventcast.shed"
+CONTROL_DRAIN = "eventcast.drain"
 
 #: Bounded vocabulary of the ``reason`` label of eventcast_connections_closed_total.
 CLOSE_LABELS: dict[int, str] = {
@@ -60,9 +66,22 @@ class BrokerRefused(Refused):
 
 
 class Hub:
-    def __init__(self, broker: Broker, *, replica: str, max_connections: int, max_replay_events: int) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        *,
+        replica: str,
+        max_connections: int,
+        max_replay_events: int,
+        instance: str = "",
+        pod_wide: bool = False,
+    ) -> None:
         self.broker = broker
         self.replica = replica
+        # Several workers of one `eventcast serve` (``instance``): shed and drain requests reach them all
+        # through the broker's log (request_shed, request_drain); one worker acts alone.
+        self.instance = instance
+        self.pod_wide = pod_wide
         self.max_connections = max_connections
         self.max_replay_events = max_replay_events
         self.draining = False
@@ -70,11 +89,13 @@ class Hub:
         self._subscribers: dict[str, set[Connection]] = {}
         self._subscribe_lock = asyncio.Lock()
         self.drain_task: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
 
     # ------------------------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         await self.broker.start(self._on_events, self._on_broker_state)
+        if self.pod_wide:
+            await self.broker.subscribe(CONTROL_CHANNEL)
         metrics.BROKER_UP.set(1 if self.broker.is_up else 0)
         metrics.CONNECTIONS_MAX.set(self.max_connections)
 
@@ -264,6 +285,10 @@ class Hub:
         return ids
 
     def _on_events(self, events: Sequence[Event]) -> None:
+        if self.pod_wide:
+            events = [event for event in events if not self._on_control(event)]
+            if not events:
+                return
         started = time.perf_counter()
         started_ns = telemetry.now_ns() if telemetry.tracer is not None else 0
         subscribers = self._subscribers
@@ -298,6 +323,46 @@ class Hub:
             telemetry.fanout_spans(events, subscribers, self.replica, started_ns)
 
     # ------------------------------------------------------------------------------------ drain, shed
+    async def request_shed(self, fraction: float, seconds: float) -> int | None:
+        """Shed ``fraction`` of this pod's clients: this worker's now (returns how many), or, with several
+        workers, every worker's as the command comes back through the broker (returns None)."""
+        if not self.pod_wide:
+            return await self.shed(fraction, seconds)
+        await self._broadcast_control(CONTROL_SHED, {"fraction": fraction, "seconds": seconds})
+        return None
+
+    async def request_drain(self, seconds: float) -> None:
+        """Drain this pod: this worker at once, or every worker of it through the broker."""
+        if not self.pod_wide:
+            self.start_drain(seconds)
+            return
+        await self._broadcast_control(CONTROL_DRAIN, {"seconds": seconds})
+
+    async def _broadcast_control(self, op: str, data: dict[str, Any]) -> None:
+        """Raises BrokerUnavailable: then no worker got the command."""
+        await self.broker.publish(
+            [EventIn(CONTROL_CHANNEL, op, {**data, "instance": self.instance}, now_ms())]
+        )
+
+    def _on_control(self, event: Event) -> bool:
+        """True for a control event (acted on when it is addressed to this pod), False for a client event."""
+        if event.channel != CONTROL_CHANNEL:
+            return False
+        data = event.data
+        if not isinstance(data, dict) or data.get("instance") != self.instance:
+            return True  # another pod's, or not ours to read
+        seconds = data.get("seconds")
+        seconds = float(seconds) if isinstance(seconds, int | float) and 0 <= seconds <= 3600 else 0.0
+        if event.type == CONTROL_DRAIN:
+            self.start_drain(seconds)
+        elif event.type == CONTROL_SHED:
+            fraction = data.get("fraction")
+            if isinstance(fraction, int | float) and 0 < fraction <= 1:
+                task = asyncio.ensure_future(self.shed(float(fraction), seconds))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+        return True
+
     def start_drain(self, seconds: float) -> asyncio.Task[None]:
         """Turn unready at once and close every client with 1012, in batches spread over ``seconds``."""
         if self.drain_task is None:

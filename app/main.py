@@ -116,6 +116,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             replica=settings.replica,
             max_connections=settings.max_connections,
             max_replay_events=settings.max_replay_events,
+            instance=settings.instance_id,
+            pod_wide=settings.workers > 1,
         )
         await hub.start()
         app.state.hub = hub

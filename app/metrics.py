@@ -247,6 +247,24 @@ def render(hub: Hub) -> bytes:
     return generate_latest(_Families(families))
 
 
+def pod_connections(hub: Hub) -> int:
+    """Open connections of the whole pod: this worker's, plus, with several workers, what the others last
+    published (at most ``metrics_refresh_seconds`` old)."""
+    refresh(hub)
+    if not MULTIPROCESS:
+        return sum(1 for conn in hub.connections if conn.counted)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return int(
+        sum(
+            sample.value
+            for family in registry.collect()
+            if family.name == f"{NAMESPACE}_connections"
+            for sample in family.samples
+        )
+    )
+
+
 def memory_per_connection(families: Iterable[Metric]) -> GaugeMetricFamily:
     connections = above = 0.0
     for family in families:

@@ -49,6 +49,9 @@ WELCOME_TYPE = "eventcast.welcome"
 DEFAULT_CHANNEL = "default"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.:/@-]{1,200}$")
+#: Where the workers of one ``eventcast serve`` tell each other to shed or drain (Hub.request_shed): '#' is
+#: not allowed in channel names, so no client can subscribe or publish to it.
+CONTROL_CHANNEL = "#eventcast.control"
 _GLOB_RE = re.compile(r"^[A-Za-z0-9_.:/@*?-]{1,200}$")
 _FIELD_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import socket
 from typing import Literal
 
@@ -20,6 +21,11 @@ class Settings(BaseSettings):
         default_factory=socket.gethostname, description="Name reported in welcome frames (pod name on k8s)."
     )
     log_level: str = Field("info", description="debug, info, warning or error.")
+    instance_id: str = Field(
+        default_factory=lambda: secrets.token_hex(8),
+        description="One `eventcast serve` and all its workers (set by serve for them): scopes /admin/shed "
+        "and /admin/drain to this pod's workers on a shared Redis.",
+    )
 
     # --- broker -------------------------------------------------------------------------------------
     broker_url: str = Field("memory://", description="memory:// (in-process) or redis://host:port/db.")

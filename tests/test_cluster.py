@@ -6,6 +6,9 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
+
+from app.protocol import CloseCode
 from tests.clients import Subscriber, batch, publish, raw_subscriber
 from tests.observability.helpers import connections_per_worker
 from tests.servers import Gateway, RedisServer
@@ -78,3 +81,51 @@ async def test_two_workers_get_an_even_share_of_clients(
     assert min(per_worker.values()) >= 60, per_worker
     for _, writer in clients:
         writer.close()
+
+
+async def test_admin_shed_and_drain_reach_every_worker_of_the_pod(
+    redis_server: RedisServer, gateway_factory: Callable[..., Gateway]
+) -> None:
+    """One worker takes the request; the command reaches its siblings through Redis, not another pod's."""
+    pod = gateway_factory(broker=redis_server.url, workers=2)
+    other = gateway_factory(broker=redis_server.url)  # another pod on the same Redis: left alone
+    subs = [await Subscriber.open(f"{pod.ws}/ws/events?channels=x") for _ in range(30)]
+    bystanders = [await Subscriber.open(f"{other.ws}/ws/events?channels=x") for _ in range(3)]
+    async with httpx.AsyncClient() as client:
+        shed = await client.post(f"{pod.http}/admin/shed", json={"fraction": 1.0, "seconds": 0})
+        assert shed.status_code == 202, shed.text
+        codes = await asyncio.gather(*(s.closed() for s in subs))  # all 30, whichever worker holds them
+        assert {code for code, _ in codes} == {CloseCode.SERVICE_RESTART}
+        assert all(reason.endswith("shed") for _, reason in codes)
+        assert shed.json()["shed"] > 0
+        ids = (await publish(other.http, batch("x", 2))).json()["ids"]
+        for s in bystanders:
+            assert [e["id"] for e in await s.collect(2)] == ids
+
+        late = [await Subscriber.open(f"{pod.ws}/ws/events?channels=x") for _ in range(10)]
+        drain = await client.post(f"{pod.http}/admin/drain", json={"seconds": 0})
+        assert drain.status_code == 202, drain.text
+        codes = await asyncio.gather(*(s.closed() for s in late))
+        assert {code for code, _ in codes} == {CloseCode.SERVICE_RESTART}
+        for _ in range(8):  # whichever worker answers, it is draining
+            assert (await client.get(f"{pod.http}/readyz")).status_code == 503
+        assert (await client.get(f"{other.http}/readyz")).status_code == 200
+    for s in bystanders:
+        await s.close()
+
+
+async def test_admin_shed_with_several_workers_and_redis_down_is_503(
+    redis_server: RedisServer, gateway_factory: Callable[..., Gateway]
+) -> None:
+    pod = gateway_factory(broker=redis_server.url, workers=2)
+    sub = await Subscriber.open(f"{pod.ws}/ws/events?channels=x")
+    redis_server.kill()
+    async with httpx.AsyncClient() as client:
+        shed = await client.post(f"{pod.http}/admin/shed", json={"fraction": 1.0})
+        drain = await client.post(f"{pod.http}/admin/drain", json={"seconds": 0})
+    for response in (shed, drain):
+        assert response.status_code == 503, response.text
+        assert response.json()["error"]["code"] == "broker_unavailable"
+        assert response.headers["retry-after"] == "1"
+    assert sub.ws.protocol.close_rcvd is None  # nobody was asked to leave
+    await sub.close()

@@ -146,20 +146,28 @@ def seconds_field(body: dict[str, Any], default: float) -> float:
 
 @router.post("/admin/drain", status_code=202)
 async def admin_drain(request: Request) -> JSONResponse:
+    """Drain the pod: every worker of this ``eventcast serve`` (through the broker when there are several)."""
     if (denied := admin_denied(request)) is not None:
         return denied
     hub: Hub = request.app.state.hub
     try:
         seconds = seconds_field(await json_object(request), request.app.state.settings.drain_seconds)
+        connections = metrics.pod_connections(hub)
+        await hub.request_drain(seconds)
     except PublishError as exc:
         return error(exc.status, exc.code, exc.message)
-    connections = len(hub.connections)
-    hub.start_drain(seconds)
+    except BrokerUnavailable:
+        return broker_down("no worker was asked to drain")
     return JSONResponse({"draining": True, "connections": connections, "seconds": seconds}, status_code=202)
 
 
 @router.post("/admin/shed", status_code=202)
 async def admin_shed(request: Request) -> JSONResponse:
+    """Close a fraction of the pod's clients with 1012 (every worker's share, when there are several).
+
+    ``shed`` is the count closed by this worker alone, or, with several workers, the pod's expected count
+    (``fraction`` of its connections), since the others close theirs as the command reaches them.
+    """
     if (denied := admin_denied(request)) is not None:
         return denied
     hub: Hub = request.app.state.hub
@@ -169,10 +177,19 @@ async def admin_shed(request: Request) -> JSONResponse:
         if not isinstance(fraction, int | float) or isinstance(fraction, bool) or not 0 < fraction <= 1:
             raise PublishError(422, "invalid_fraction", "fraction must be a number in (0, 1]")
         seconds = seconds_field(body, 0.0)
+        connections = metrics.pod_connections(hub)
+        shed = await hub.request_shed(float(fraction), seconds)
     except PublishError as exc:
         return error(exc.status, exc.code, exc.message)
-    shed = await hub.shed(float(fraction), seconds)
-    return JSONResponse({"shed": shed, "connections": len(hub.connections)}, status_code=202)
+    except BrokerUnavailable:
+        return broker_down("no worker was asked to shed")
+    if shed is None:
+        shed = round(connections * float(fraction))
+    return JSONResponse({"shed": shed, "connections": connections}, status_code=202)
+
+
+def broker_down(what: str) -> JSONResponse:
+    return error(503, "broker_unavailable", f"the broker is unavailable: {what}", {"Retry-After": "1"})
 
 
 @router.get("/metrics")
