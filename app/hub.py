@@ -7,6 +7,7 @@ bounded queue; each connection's writer task does the I/O.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -25,6 +26,8 @@ from app.protocol import (
     EventIn,
     FrameBatch,
     Position,
+    admin_fraction,
+    admin_seconds,
     encode_control,
     now_ms,
 )
@@ -89,7 +92,7 @@ class Hub:
         self._subscribers: dict[str, set[Connection]] = {}
         self._subscribe_lock = asyncio.Lock()
         self.drain_task: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -351,16 +354,15 @@ class Hub:
         data = event.data
         if not isinstance(data, dict) or data.get("instance") != self.instance:
             return True  # another pod's, or not ours to read
-        seconds = data.get("seconds")
-        seconds = float(seconds) if isinstance(seconds, int | float) and 0 <= seconds <= 3600 else 0.0
+        try:
+            seconds = admin_seconds(data.get("seconds"))
+        except ValueError:
+            seconds = 0.0
         if event.type == CONTROL_DRAIN:
             self.start_drain(seconds)
         elif event.type == CONTROL_SHED:
-            fraction = data.get("fraction")
-            if isinstance(fraction, int | float) and 0 < fraction <= 1:
-                task = asyncio.ensure_future(self.shed(float(fraction), seconds))
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
+            with contextlib.suppress(ValueError):  # not a fraction: nothing to shed
+                self._shed(admin_fraction(data.get("fraction")), seconds)
         return True
 
     def start_drain(self, seconds: float) -> asyncio.Task[None]:
@@ -377,6 +379,9 @@ class Hub:
 
     async def shed(self, fraction: float, seconds: float = 0.0) -> int:
         """Close ``fraction`` of this worker's clients with 1012 so they reconnect elsewhere."""
+        return self._shed(fraction, seconds)
+
+    def _shed(self, fraction: float, seconds: float) -> int:
         conns = [c for c in self.connections if c.state is State.LIVE]
         chosen = random.sample(conns, round(len(conns) * fraction))
         log.info("shedding", extra={"event": "shed", "connections": len(chosen)})

@@ -208,8 +208,11 @@ def observe_broadcast(ts_ms: float) -> None:
     BROADCAST_LATENCY.observe(max(0.0, time.time() - ts_ms / 1000.0))
 
 
-def refresh(hub: Hub) -> None:
-    """Set this worker's live-state gauges from the hub (cost: one pass over its connections)."""
+def refresh(hub: Hub) -> int:
+    """Set this worker's live-state gauges from the hub (cost: one pass over its connections).
+
+    Returns this worker's open (counted) connections.
+    """
     counts = dict.fromkeys(TRANSPORTS, 0)
     queued = 0
     for conn in hub.connections:
@@ -222,6 +225,7 @@ def refresh(hub: Hub) -> None:
     SEND_QUEUE_BYTES.set(queued)
     MEMORY_ABOVE_BASELINE.set(memory_above_baseline())
     CONNECTIONS_MAX.set(hub.max_connections)
+    return sum(counts.values())
 
 
 async def keep_fresh(hub: Hub, interval: float) -> None:
@@ -231,13 +235,19 @@ async def keep_fresh(hub: Hub, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
+def _workers_registry() -> CollectorRegistry:
+    """Every live worker's values, merged from the multiprocess directory."""
+    reap_dead_workers()
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry
+
+
 def render(hub: Hub) -> bytes:
     """The text exposition for one scrape of ``/metrics``."""
     refresh(hub)
     if MULTIPROCESS:
-        reap_dead_workers()
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        registry = _workers_registry()
         registry.register(PodProcessCollector())
         PlatformCollector(registry=registry)
         families = list(registry.collect())
@@ -250,28 +260,21 @@ def render(hub: Hub) -> bytes:
 def pod_connections(hub: Hub) -> int:
     """Open connections of the whole pod: this worker's, plus, with several workers, what the others last
     published (at most ``metrics_refresh_seconds`` old)."""
-    refresh(hub)
+    local = refresh(hub)
     if not MULTIPROCESS:
-        return sum(1 for conn in hub.connections if conn.counted)
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    return int(
-        sum(
-            sample.value
-            for family in registry.collect()
-            if family.name == f"{NAMESPACE}_connections"
-            for sample in family.samples
-        )
-    )
+        return local
+    return int(_total(_workers_registry().collect(), f"{NAMESPACE}_connections"))
+
+
+def _total(families: Iterable[Metric], name: str) -> float:
+    """The sum of every sample of the family ``name`` (0 when absent)."""
+    return sum(sample.value for family in families if family.name == name for sample in family.samples)
 
 
 def memory_per_connection(families: Iterable[Metric]) -> GaugeMetricFamily:
-    connections = above = 0.0
-    for family in families:
-        if family.name == f"{NAMESPACE}_connections":
-            connections = sum(sample.value for sample in family.samples)
-        elif family.name == f"{NAMESPACE}_memory_above_baseline_bytes":
-            above = sum(sample.value for sample in family.samples)
+    families = list(families)
+    connections = _total(families, f"{NAMESPACE}_connections")
+    above = _total(families, f"{NAMESPACE}_memory_above_baseline_bytes")
     return GaugeMetricFamily(
         MEMORY_PER_CONNECTION,
         "Resident memory above the startup baseline per open connection, pod-wide (0 with no connection).",

@@ -365,6 +365,24 @@ def parse_control(message: str | bytes, subprotocol: str) -> dict[str, Any]:
     return decoded
 
 
+# --------------------------------------------------------------------------- admin commands
+MAX_ADMIN_SECONDS = 3600
+
+
+def admin_seconds(value: Any) -> float:
+    """The ``seconds`` of a drain or shed (how long its closes are spread over); ValueError when not one."""
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= MAX_ADMIN_SECONDS:
+        raise ValueError(f"seconds must be a number from 0 to {MAX_ADMIN_SECONDS}")
+    return float(value)
+
+
+def admin_fraction(value: Any) -> float:
+    """The share of clients a shed closes; ValueError when not one."""
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value <= 1:
+        raise ValueError("fraction must be a number in (0, 1]")
+    return float(value)
+
+
 # --------------------------------------------------------------------------- publishing
 def parse_publish_body(body: bytes, max_batch: int) -> list[EventIn]:
     """Validate a ``POST /events`` body: one event object or a non-empty array of them."""

@@ -15,7 +15,7 @@ from starlette.types import Receive, Scope, Send
 from app import metrics
 from app.broker.base import BrokerUnavailable
 from app.hub import Hub
-from app.protocol import PublishError, parse_publish_body
+from app.protocol import PublishError, admin_fraction, admin_seconds, parse_publish_body
 from app.security import Security
 from app.settings import Settings
 
@@ -138,10 +138,10 @@ async def json_object(request: Request) -> dict[str, Any]:
 
 
 def seconds_field(body: dict[str, Any], default: float) -> float:
-    value = body.get("seconds", default)
-    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 3600:
-        raise PublishError(422, "invalid_seconds", "seconds must be a number from 0 to 3600")
-    return float(value)
+    try:
+        return admin_seconds(body.get("seconds", default))
+    except ValueError as exc:
+        raise PublishError(422, "invalid_seconds", str(exc)) from None
 
 
 @router.post("/admin/drain", status_code=202)
@@ -173,18 +173,19 @@ async def admin_shed(request: Request) -> JSONResponse:
     hub: Hub = request.app.state.hub
     try:
         body = await json_object(request)
-        fraction = body.get("fraction")
-        if not isinstance(fraction, int | float) or isinstance(fraction, bool) or not 0 < fraction <= 1:
-            raise PublishError(422, "invalid_fraction", "fraction must be a number in (0, 1]")
+        try:
+            fraction = admin_fraction(body.get("fraction"))
+        except ValueError as exc:
+            raise PublishError(422, "invalid_fraction", str(exc)) from None
         seconds = seconds_field(body, 0.0)
         connections = metrics.pod_connections(hub)
-        shed = await hub.request_shed(float(fraction), seconds)
+        shed = await hub.request_shed(fraction, seconds)
     except PublishError as exc:
         return error(exc.status, exc.code, exc.message)
     except BrokerUnavailable:
         return broker_down("no worker was asked to shed")
     if shed is None:
-        shed = round(connections * float(fraction))
+        shed = round(connections * fraction)
     return JSONResponse({"shed": shed, "connections": connections}, status_code=202)
 
 
