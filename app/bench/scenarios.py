@@ -13,7 +13,7 @@ import math
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -283,27 +283,18 @@ class ScenarioRunner:
     async def publish_on_redis(self) -> dict[str, Any]:
         """The publish runs again on a gateway (same workers and CPUs) backed by a throwaway redis-server."""
         entry: dict[str, Any] = {"engine": "redis", "broker": None, "runs": [], "error": None}
-        redis: server_mod.RedisProcess | None = None
-        gateway: ServerUnderTest | None = None
         try:
-            redis = server_mod.spawn_redis()
-            await redis.wait_ready()
-            entry["broker"] = redis.url
-            gateway = server_mod.spawn_gateway(self.server.workers, redis.url, self.server.cpus)
-            await gateway.wait_ready()
-            runner = ScenarioRunner(gateway, self.pool, self.config, self.advance)
-            runner.memory.start()
-            try:
-                entry["runs"] = await runner.publish_runs("redis")
-            finally:
-                await runner.memory.stop()
+            async with throwaway_redis() as redis:
+                entry["broker"] = redis.url
+                async with spawned_gateway(self.server.workers, redis.url, self.server.cpus) as gateway:
+                    runner = ScenarioRunner(gateway, self.pool, self.config, self.advance)
+                    runner.memory.start()
+                    try:
+                        entry["runs"] = await runner.publish_runs("redis")
+                    finally:
+                        await runner.memory.stop()
         except Exception as error:  # no redis-server, or it failed: a figure of the report, not a crash
             entry["error"] = f"{type(error).__name__}: {error}"
-        finally:
-            if gateway is not None:
-                await gateway.stop()
-            if redis is not None:
-                await redis.stop()
         return entry
 
     async def settled_connections(self, seen: int | None, timeout_s: float = 3.0) -> int | None:
@@ -398,33 +389,22 @@ class ScenarioRunner:
         if result["skipped"]:
             result.update(scaling_ratios(None, None))
             return result
-        redis: server_mod.RedisProcess | None = None
-        gateway: ServerUnderTest | None = None
         try:
-            redis = server_mod.spawn_redis()
-            await redis.wait_ready()
-            result["broker"] = redis.url
-            for workers in WORKER_COUNTS:
-                cpus = worker_cpus(self.server.cpus, workers)
-                self.advance(
-                    f"{self.server.label}: workers, {workers} on CPUs {cpus or 'any'}, "
-                    f"{self.config.max_clients} clients for {self.config.duration_s:g}s"
-                )
-                gateway = server_mod.spawn_gateway(workers, redis.url, cpus)
-                await gateway.wait_ready()
-                runner = ScenarioRunner(gateway, self.pool, self.config, self.advance)
-                result["runs"].append(await runner.workers_run(redis, load_cpus))
-                await gateway.stop()
-                gateway = None
+            async with throwaway_redis() as redis:
+                result["broker"] = redis.url
+                for workers in WORKER_COUNTS:
+                    cpus = worker_cpus(self.server.cpus, workers)
+                    self.advance(
+                        f"{self.server.label}: workers, {workers} on CPUs {cpus or 'any'}, "
+                        f"{self.config.max_clients} clients for {self.config.duration_s:g}s"
+                    )
+                    async with spawned_gateway(workers, redis.url, cpus) as gateway:
+                        runner = ScenarioRunner(gateway, self.pool, self.config, self.advance)
+                        result["runs"].append(await runner.workers_run(redis, load_cpus))
         except (
             Exception
         ) as error:  # no redis-server, or a gateway failed: a figure of the report, not a crash
             result["error"] = f"{type(error).__name__}: {error}"
-        finally:
-            if gateway is not None:
-                await gateway.stop()
-            if redis is not None:
-                await redis.stop()
         by_workers = {run["workers"]: run for run in result["runs"]}
         result.update(scaling_ratios(by_workers.get(1), by_workers.get(2)))
         return result
@@ -434,6 +414,30 @@ class ScenarioRunner:
         if self.wants_redis_publish():
             result["other_engines"] = [await self.publish_on_redis()]
         return result
+
+
+@contextlib.asynccontextmanager
+async def throwaway_redis() -> AsyncIterator[server_mod.RedisProcess]:
+    """A redis-server of the bench's own on a free port, stopped on the way out."""
+    redis = server_mod.spawn_redis()
+    try:
+        await redis.wait_ready()
+        yield redis
+    finally:
+        await redis.stop()
+
+
+@contextlib.asynccontextmanager
+async def spawned_gateway(
+    workers: int, broker: str | None, cpus: Sequence[int] | None
+) -> AsyncIterator[ServerUnderTest]:
+    """An `eventcast serve` of the bench's own, ready, stopped on the way out."""
+    gateway = server_mod.spawn_gateway(workers, broker, cpus)
+    try:
+        await gateway.wait_ready()
+        yield gateway
+    finally:
+        await gateway.stop()
 
 
 def workers_skip_reason(server: ServerUnderTest) -> str | None:
