@@ -279,8 +279,7 @@ class NativeWebSocket(asyncio.Protocol):
         try:
             admission = gateway.admit(headers, QueryParams(query_string), client_ip, filtered=filtered)
         except (ProtocolError, Refused) as exc:
-            count_refused(exc)
-            self._send_close(exc.code, exc.reason)
+            self._refuse(exc)
             return
         self.conn = gateway.new_connection(self, admission, encoding)
         gateway.sockets.add(self)
@@ -288,9 +287,7 @@ class NativeWebSocket(asyncio.Protocol):
             try:
                 attached = gateway.hub.attach_now(self.conn)
             except Refused as exc:
-                count_refused(exc)
-                self.conn = None
-                self._send_close(exc.code, exc.reason)
+                self._refuse(exc)
                 return
             if attached:
                 self._expiry = gateway.security.close_at_expiry(self.conn, admission.principal)
@@ -304,9 +301,7 @@ class NativeWebSocket(asyncio.Protocol):
         try:
             await gateway.hub.attach(conn, admission.since)
         except Refused as exc:
-            count_refused(exc)
-            self.conn = None
-            self._send_close(exc.code, exc.reason)
+            self._refuse(exc)
             return
         except Exception as exc:
             log.exception("attaching connection %s failed", conn.id)
@@ -318,6 +313,12 @@ class NativeWebSocket(asyncio.Protocol):
             await gateway.hub.detach(conn, self._client_code)
             return
         self._expiry = gateway.security.close_at_expiry(conn, admission.principal)
+
+    def _refuse(self, exc: ProtocolError | Refused) -> None:
+        """Turn the client away before its welcome: counted, forgotten, closed with the refusal's code."""
+        count_refused(exc)
+        self.conn = None
+        self._send_close(exc.code, exc.reason)
 
     def _on_frame(self, frame: Frame) -> None:
         if frame.opcode is Opcode.CLOSE:
