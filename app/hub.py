@@ -288,10 +288,6 @@ class Hub:
         return ids
 
     def _on_events(self, events: Sequence[Event]) -> None:
-        if self.pod_wide:
-            events = [event for event in events if not self._on_control(event)]
-            if not events:
-                return
         started = time.perf_counter()
         started_ns = telemetry.now_ns() if telemetry.tracer is not None else 0
         subscribers = self._subscribers
@@ -301,6 +297,9 @@ class Hub:
         for event in events:
             metrics.BROKER_LAG.observe(max(0.0, (now - event.ts) / 1000.0))
             by_channel.setdefault(event.channel, []).append(event)
+        # Only a worker of several subscribes to the control channel; no client can (see request_shed).
+        for command in by_channel.pop(CONTROL_CHANNEL, ()):
+            self._on_control(command)
         # One-channel clients take each channel's events as one pre-encoded batch. A client of several
         # channels must see them in log order (one id resumes them all), so it gets them event by event.
         several: set[Connection] = set()
@@ -347,13 +346,11 @@ class Hub:
             [EventIn(CONTROL_CHANNEL, op, {**data, "instance": self.instance}, now_ms())]
         )
 
-    def _on_control(self, event: Event) -> bool:
-        """True for a control event (acted on when it is addressed to this pod), False for a client event."""
-        if event.channel != CONTROL_CHANNEL:
-            return False
+    def _on_control(self, event: Event) -> None:
+        """A shed or drain command from the control channel: acted on when it is addressed to this pod."""
         data = event.data
         if not isinstance(data, dict) or data.get("instance") != self.instance:
-            return True  # another pod's, or not ours to read
+            return  # another pod's, or not ours to read
         try:
             seconds = admin_seconds(data.get("seconds"))
         except ValueError:
@@ -363,7 +360,6 @@ class Hub:
         elif event.type == CONTROL_SHED:
             with contextlib.suppress(ValueError):  # not a fraction: nothing to shed
                 self._shed(admin_fraction(data.get("fraction")), seconds)
-        return True
 
     def start_drain(self, seconds: float) -> asyncio.Task[None]:
         """Turn unready at once and close every client with 1012, in batches spread over ``seconds``."""
