@@ -92,13 +92,14 @@ def count_refused(refusal: Refusal) -> None:
 class Session:
     """One subscriber, from its request to the end of its connection."""
 
-    __slots__ = ("_expiry", "conn", "gateway", "transport")
+    __slots__ = ("_early", "_expiry", "conn", "gateway", "transport")
 
     def __init__(self, gateway: Gateway, transport: SessionTransport) -> None:
         self.gateway = gateway
         self.transport = transport
         self.conn: Connection | None = None
         self._expiry: asyncio.TimerHandle | None = None
+        self._early: list[str | bytes] | None = []  # messages that came before the welcome was queued
 
     # ------------------------------------------------------------------------------ opening
     def open(self, request: SubscribeRequest) -> None:
@@ -162,7 +163,10 @@ class Session:
             self._live(admission)
 
     def _live(self, admission: Admission) -> None:
-        """Attached: the token's expiry and the keepalive take over."""
+        """Attached (the welcome is queued): messages that came early, the token's expiry and the keepalive."""
+        early, self._early = self._early, None
+        for payload in early or ():
+            self._control(payload)
         if admission.expires_at is not None:
             delay = max(0.0, admission.expires_at - time.time())
             self._expiry = asyncio.get_running_loop().call_later(delay, self.close, Cause.TOKEN_EXPIRED)
@@ -178,6 +182,15 @@ class Session:
         """A message from the client: a filter update or an application ping; anything else closes 4400."""
         conn = self.conn
         if conn is None or not self.charge():
+            return
+        if self._early is not None:  # still attaching: answers must come after the welcome
+            self._early.append(payload)
+            return
+        self._control(payload)
+
+    def _control(self, payload: str | bytes) -> None:
+        conn = self.conn
+        if conn is None:
             return
         try:
             control = parse_control(payload, conn.subprotocol)
