@@ -19,7 +19,7 @@ from app import __version__, observability, telemetry
 from app.broker.base import create_broker
 from app.gateway import Gateway
 from app.hub import Hub
-from app.routes import http, sse, ws
+from app.routes import console, http, sse, ws
 from app.security import Security
 from app.settings import Settings
 
@@ -143,6 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(http.router)
     app.include_router(ws.router)
     app.include_router(sse.router)
+    app.include_router(console.router)
     app.state.security = Security(settings)  # auth, limits, Origin, log redaction
     observability.install(app, settings)
     return app
