@@ -542,9 +542,12 @@ var EventcastClient = class {
       try {
         listener(...args);
       } catch (error) {
-        queueMicrotask(() => {
-          throw error;
-        });
+        const report = globalThis.reportError;
+        if (typeof report === "function") report(error);
+        else
+          queueMicrotask(() => {
+            throw error;
+          });
       }
     }
   }

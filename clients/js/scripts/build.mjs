@@ -1,6 +1,7 @@
 // Builds the client: dist/ (the npm package: one ES module plus type declarations) and the copies the gateway
 // serves without Node at run time (app/static/client.js, app/static/console.js), which are committed.
-// `node scripts/build.mjs --check` builds in memory and fails when the committed copies are stale.
+// `node scripts/build.mjs --check` builds in memory and fails when the committed copies are stale;
+// `--dist` writes only dist/ (what `npm pack` ships).
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join, relative } from "node:path";
@@ -14,7 +15,7 @@ const STATIC = join(repo, "app", "static");
 const banner = (what) =>
   `// ${what} ${pkg.version} -- generated from clients/js by \`make js-build\`; do not edit.`;
 
-const common = { bundle: true, format: "esm", target: "es2020", platform: "neutral", write: false, charset: "utf8", legalComments: "none" };
+const common = { absWorkingDir: here, bundle: true, format: "esm", target: "es2020", platform: "neutral", write: false, charset: "utf8", legalComments: "none" };
 
 async function outputs() {
   const client = await esbuild.build({
@@ -55,12 +56,17 @@ if (process.argv.includes("--check")) {
   }
   console.log("committed build is up to date");
 } else {
+  // --dist (npm pack's prepack): only the package's own files, never the committed copies under app/static.
+  const distOnly = process.argv.includes("--dist");
   for (const [path, text] of Object.entries(files)) {
+    if (distOnly && path.startsWith(STATIC)) continue;
     mkdirSync(dirname(path), { recursive: true });
     writeFileSync(path, text);
   }
   execFileSync(process.execPath, [join(here, "node_modules", "typescript", "bin", "tsc"), "-p", join(here, "tsconfig.json")], {
     stdio: "inherit",
   });
-  console.log(`built ${Object.keys(files).map((p) => relative(repo, p)).join(", ")} and dist/*.d.ts`);
+  const written = Object.keys(files).filter((p) => !(distOnly && p.startsWith(STATIC)));
+  // stderr: `npm pack --json` prints its JSON on stdout after this
+  console.error(`built ${written.map((p) => relative(repo, p)).join(", ")} and clients/js/dist/*.d.ts`);
 }

@@ -429,9 +429,12 @@ export class EventcastClient {
         (listener as (...a: Parameters<ClientEvents[K]>) => void)(...args);
       } catch (error) {
         // An application bug must not break delivery: report it where the page reports errors.
-        queueMicrotask(() => {
-          throw error;
-        });
+        const report = (globalThis as { reportError?: (error: unknown) => void }).reportError;
+        if (typeof report === "function") report(error);
+        else
+          queueMicrotask(() => {
+            throw error;
+          });
       }
     }
   }
