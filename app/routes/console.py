@@ -70,9 +70,7 @@ def console_disabled(request: Request) -> JSONResponse | None:
 
 @router.get("/client.js")
 async def client_js(request: Request) -> Response:
-    return CLIENT.response(
-        request, {"Access-Control-Allow-Origin": "*", "X-Content-Type-Options": "nosniff"}
-    )
+    return CLIENT.response(request, {"Access-Control-Allow-Origin": "*", "X-Content-Type-Options": "nosniff"})
 
 
 @router.get("/console")
