@@ -72,7 +72,8 @@ def serve(
             f"  subscribe: ws://{settings.host}:{settings.port}/ws/events?channels=default\n"
             f"  publish:   curl -X POST {base}/events -H 'content-type: application/json' "
             """-d '{"channel":"default","type":"hello","data":{"n":1}}'\n"""
-            f"  health:    {base}/healthz  ready: {base}/readyz  metrics: {metrics_url}",
+            f"  health:    {base}/healthz  ready: {base}/readyz  metrics: {metrics_url}"
+            + (f"\n  console:   {base}/console?channels=default" if settings.console else ""),
             err=True,
         )
     else:  # not a terminal (a container, a test): keep stderr pure JSON lines
