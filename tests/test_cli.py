@@ -37,26 +37,36 @@ async def test_publish_prints_the_id_and_fails_clearly(gateway: Gateway) -> None
     assert bad.returncode == 2 and "not valid JSON" in bad.stderr
 
 
-async def test_subscribe_prints_events_and_resumes_after_a_disconnect(gateway: Gateway) -> None:
-    process = await asyncio.create_subprocess_exec(
+async def start_subscribe(*args: str) -> asyncio.subprocess.Process:
+    """`eventcast subscribe ARGS` as a process with its stdout and stderr piped."""
+    return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "app.cli",
         "subscribe",
-        f"{gateway.ws}/ws/events?channels=cli",
-        "--max-events",
-        "10",
+        *args,
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+
+
+async def connected(gateway: Gateway) -> None:
+    """Wait until the subscriber process is connected."""
+    async with httpx.AsyncClient() as client:
+        for _ in range(100):
+            metrics = (await client.get(f"{gateway.http}/metrics")).text
+            if 'eventcast_connections{transport="websocket"} 1.0' in metrics:
+                return
+            await asyncio.sleep(0.1)
+    raise AssertionError("the subscriber did not connect")
+
+
+async def test_subscribe_prints_events_and_resumes_after_a_disconnect(gateway: Gateway) -> None:
+    process = await start_subscribe(f"{gateway.ws}/ws/events?channels=cli", "--max-events", "10")
     try:
+        await connected(gateway)
         async with httpx.AsyncClient() as client:
-            for _ in range(100):  # wait until it is connected
-                metrics = (await client.get(f"{gateway.http}/metrics")).text
-                if 'eventcast_connections{transport="websocket"} 1.0' in metrics:
-                    break
-                await asyncio.sleep(0.1)
             ids = (await publish(gateway.http, batch("cli", 4))).json()["ids"]
             await asyncio.sleep(0.5)
             shed = await client.post(f"{gateway.http}/admin/shed", json={"fraction": 1})
@@ -103,29 +113,10 @@ async def test_subscribe_stops_with_a_clear_message_when_refused(
 
 
 async def test_subscribe_filters(gateway: Gateway) -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "app.cli",
-        "subscribe",
-        f"{gateway.ws}/ws/events?channels=cf",
-        "--types",
-        "keep.*",
-        "--where",
-        "n=2",
-        "--max-events",
-        "1",
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    url = f"{gateway.ws}/ws/events?channels=cf"
+    process = await start_subscribe(url, "--types", "keep.*", "--where", "n=2", "--max-events", "1")
     try:
-        async with httpx.AsyncClient() as client:
-            for _ in range(100):
-                metrics = (await client.get(f"{gateway.http}/metrics")).text
-                if 'eventcast_connections{transport="websocket"} 1.0' in metrics:
-                    break
-                await asyncio.sleep(0.1)
+        await connected(gateway)
         await publish(gateway.http, batch("cf", 3, 0, "keep.x") + batch("cf", 3, 0, "drop.x"))
         stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
     finally:

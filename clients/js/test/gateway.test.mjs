@@ -9,22 +9,16 @@ import WebSocket from "ws";
 import { BlockedSocket } from "./support/fakes.mjs";
 import { Gateway, jwt, waitFor } from "./support/servers.mjs";
 import { EventcastClient } from "./support/client.mjs";
+import { record } from "./support/record.mjs";
 
 const SECRET = "js-client-test-secret-0123456789abcdef";
 const KEY = { "x-api-key": "js-publisher-key" };
 
-/** A client on `gateway` that records what it sees; `stopAll` closes every one made. */
+/** A client on `gateway` that records what it sees; every one made is closed after its suite. */
 const made = [];
 function subscribe(gateway, options = {}) {
   const client = new EventcastClient({ url: gateway.http, WebSocket, ...options });
-  const seen = { events: [], welcomes: [], resyncs: [], disconnects: [], stops: [], transports: [], filters: [] };
-  client.on("event", (e) => seen.events.push(e));
-  client.on("welcome", (w) => seen.welcomes.push(w));
-  client.on("resync", (w) => seen.resyncs.push(w));
-  client.on("disconnect", (d) => seen.disconnects.push(d));
-  client.on("stop", (s) => seen.stops.push(s));
-  client.on("transport", (t) => seen.transports.push(t));
-  client.on("filter", (f) => seen.filters.push(f));
+  const seen = record(client);
   made.push(client);
   client.connect();
   return { client, seen };
