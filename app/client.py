@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import enum
 import inspect
 import json
@@ -213,7 +214,7 @@ class Client:
         on_resync: Callback | None = None,
         on_disconnect: Callback | None = None,
         open_timeout: float = 10.0,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
         random: Callable[[], float] = random_module.random,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -237,6 +238,7 @@ class Client:
         self._sleep, self._random, self._clock = sleep, random, clock
         self._ws: ClientConnection | None = None
         self._closed = False
+        self._closing = asyncio.Event()  # wakes a reconnect pause when the application closes the client
         self._attempt = 0
         self._target = 0
         self._refresh_token = False
@@ -258,6 +260,7 @@ class Client:
     async def close(self) -> None:
         """Stop for good; an ``async for`` over the client ends."""
         self._closed = True
+        self._closing.set()
         if self._ws is not None:
             await self._ws.close()
 
@@ -323,7 +326,15 @@ class Client:
             if not self.reconnect:
                 return
             self._target = (self._target + 1) % len(self.targets)
+            await self._pause(delay)
+
+    async def _pause(self, delay: float) -> None:
+        """Wait before a reconnect: the injected ``sleep``, or until the delay passes or ``close()`` is called."""
+        if self._sleep is not None:
             await self._sleep(delay)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), delay)
 
     def _url(self) -> str:
         return self.targets[self._target].url(self.channels, self.types, self.where, self.last_id, self.token)

@@ -13,11 +13,11 @@ from typing import Any
 import httpx
 import pytest
 
-from app.client import Client, Disconnect, Event, Stopped
+from app.client import Backoff, Client, Disconnect, Event, Stopped
 from tests.clients import Subscriber, batch, publish
 from tests.observability.helpers import scrape, value
 from tests.security.helpers import SECRET, make_token
-from tests.servers import Gateway, RedisServer
+from tests.servers import Gateway, RedisServer, free_port
 
 API_KEY = "client-test-publisher-key"
 AUTH_ENV = {"EVENTCAST_JWT_SECRET": SECRET, "EVENTCAST_API_KEYS": API_KEY}
@@ -220,3 +220,14 @@ async def test_filters_in_band_and_speaks_msgpack(gateway: Gateway) -> None:
     await asyncio.sleep(0.2)
     await reader.close()
     assert [(e.type, e.data["n"]) for e in reader.events] == [("a.x", 0), ("b.x", 3)]
+
+
+async def test_close_ends_a_long_reconnect_pause_at_once() -> None:
+    nobody = f"ws://127.0.0.1:{free_port()}"  # nothing listens: every attempt fails with 1006
+    reader = Reader(Client(nobody, backoff=Backoff(initial=30.0)))
+    await reader.until(lambda: len(reader.disconnects) == 1, "the first failed attempt")
+    assert reader.disconnects[0].code == 1006 and reader.disconnects[0].will_retry
+    assert reader.disconnects[0].delay is not None and reader.disconnects[0].delay >= 15
+    started = time.monotonic()
+    await reader.close()
+    assert time.monotonic() - started < 2 and reader.task.done() and reader.stopped is None

@@ -294,6 +294,7 @@ var EventcastClient = class {
     };
     this.link = null;
     this.linkWelcomed = false;
+    this.linkOpened = false;
     this.askedSince = null;
     this.attempt = 0;
     this.webSocketWorked = false;
@@ -394,12 +395,15 @@ var EventcastClient = class {
       if (generation !== this.generation) return;
     }
     this.linkWelcomed = false;
+    this.linkOpened = false;
     this.filterPending = false;
     this.askedSince = this.lastId;
     const subscription = { channels: this.channels, filter: this.filter, since: this.lastId, token: this.token };
     let link = null;
     const handlers = {
-      opened: () => void 0,
+      opened: () => {
+        if (link !== null && this.link === link) this.linkOpened = true;
+      },
       frame: (frame) => {
         if (link !== null && this.link === link) this.onFrame(frame);
       },
@@ -461,7 +465,7 @@ var EventcastClient = class {
   }
   onClosed(code, reason) {
     const kind = this.link?.kind ?? this.transport;
-    const welcomed = this.linkWelcomed;
+    const opened = this.linkOpened;
     this.link = null;
     this.linkWelcomed = false;
     this.stopPinging();
@@ -482,7 +486,7 @@ var EventcastClient = class {
       this.finish(code, reason);
       return;
     }
-    if (kind === "websocket" && !welcomed && !this.webSocketWorked && (this.options.transport ?? "auto") === "auto") {
+    if (kind === "websocket" && !opened && !this.webSocketWorked && (this.options.transport ?? "auto") === "auto") {
       this.webSocketFailures++;
       if (this.webSocketFailures >= (this.options.fallbackAfter ?? 2)) {
         this.transport = "sse";

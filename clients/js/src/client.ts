@@ -105,7 +105,7 @@ export interface ClientOptions {
   backoff?: Partial<BackoffOptions>;
   /** Send a ping this often and reconnect when the previous one got no answer (0: never). Default 20 s. */
   pingIntervalMs?: number;
-  /** Failed WebSocket attempts (never welcomed) before "auto" switches to SSE. Default 2. */
+  /** WebSocket attempts in a row that never opened before "auto" switches to SSE. Default 2. */
   fallbackAfter?: number;
   /** Stand-ins for tests and other runtimes (Node: npm `ws`). */
   WebSocket?: WebSocketConstructor;
@@ -152,6 +152,7 @@ export class EventcastClient {
   };
   private link: Link | null = null;
   private linkWelcomed = false;
+  private linkOpened = false;
   private askedSince: string | null = null;
   private attempt = 0;
   private webSocketWorked = false;
@@ -264,13 +265,16 @@ export class EventcastClient {
       if (generation !== this.generation) return; // closed (or reopened) while the application was asked
     }
     this.linkWelcomed = false;
+    this.linkOpened = false;
     this.filterPending = false;
     this.askedSince = this.lastId;
     const subscription = { channels: this.channels, filter: this.filter, since: this.lastId, token: this.token };
     // Handlers are never called before open* returns (both report asynchronously), so `link` is set by then.
     let link: Link | null = null;
     const handlers = {
-      opened: () => undefined,
+      opened: () => {
+        if (link !== null && this.link === link) this.linkOpened = true;
+      },
       frame: (frame: Frame) => {
         if (link !== null && this.link === link) this.onFrame(frame);
       },
@@ -337,7 +341,7 @@ export class EventcastClient {
 
   private onClosed(code: number, reason: string): void {
     const kind = this.link?.kind ?? this.transport;
-    const welcomed = this.linkWelcomed;
+    const opened = this.linkOpened;
     this.link = null;
     this.linkWelcomed = false;
     this.stopPinging();
@@ -358,7 +362,8 @@ export class EventcastClient {
       this.finish(code, reason);
       return;
     }
-    if (kind === "websocket" && !welcomed && !this.webSocketWorked && (this.options.transport ?? "auto") === "auto") {
+    // Blocked means the upgrade itself never succeeded; a refusal after it (1013, 1012) proves WebSocket works.
+    if (kind === "websocket" && !opened && !this.webSocketWorked && (this.options.transport ?? "auto") === "auto") {
       this.webSocketFailures++;
       if (this.webSocketFailures >= (this.options.fallbackAfter ?? 2)) {
         this.transport = "sse";

@@ -403,3 +403,17 @@ test("a WebSocket that worked once never falls back (its failures are outages, n
   assert.equal(client.transport, "websocket");
   client.close();
 });
+
+test("refusals after the upgrade (1013, 1012) prove WebSocket works: no fallback", () => {
+  const { client, seen } = make();
+  client.connect();
+  for (let i = 0; i < 3; i++) {
+    FakeSocket.last().open();
+    FakeSocket.last().serverClose(i === 1 ? 1012 : 1013, "refused");
+    clock.advance(clock.nextDelay());
+  }
+  assert.deepEqual(seen.transports, []);
+  assert.equal(client.transport, "websocket");
+  assert.equal(FakeSocket.made.length, 4);
+  client.close();
+});

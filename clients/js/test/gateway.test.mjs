@@ -189,6 +189,7 @@ describe("an overloaded gateway (1013)", () => {
     first.client.close();
     await until(() => second.seen.welcomes.length === 1, "the second client gets in", 8000);
     assert.equal(second.client.state, "open");
+    assert.equal(second.client.transport, "websocket"); // refused after the upgrade: WebSocket is not blocked
   });
 });
 
