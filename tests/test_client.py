@@ -198,7 +198,8 @@ async def test_tells_the_application_when_history_was_lost(
     redis_server.restart(wipe=True)
     gateway.wait_ready("Redis restarted empty")
     async with httpx.AsyncClient() as http:
-        assert (await http.post(f"{gateway.http}/admin/shed", json={"fraction": 1})).status_code == 202
+        shed = await http.post(f"{gateway.http}/admin/shed", json={"fraction": 1}, headers=gateway.admin)
+        assert shed.status_code == 202
     await reader.until(lambda: len(reader.resyncs) == 1, "recovered: false")
     live = (await publish(gateway.http, batch("lost", 2, 10))).json()["ids"]
     await reader.until(lambda: len(reader.events) == 4, "live events after the gap")

@@ -10,6 +10,7 @@ import { fileURLToPath } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createHmac } from "node:crypto";
 
+const ADMIN_TOKEN = "js-test-admin-token";
 export const REPO = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "..");
 
 export function python() {
@@ -81,6 +82,7 @@ export class Gateway {
       EVENTCAST_REPLICA: this.name ?? `gw-${this.port}`,
       EVENTCAST_LOG_LEVEL: "warning",
       EVENTCAST_DRAIN_SECONDS: "0.5",
+      EVENTCAST_ADMIN_TOKEN: ADMIN_TOKEN, // /admin/* is closed on the public port without one
       ...this.env,
     });
     const args = ["-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", String(this.port), "--broker", this.broker];
@@ -131,7 +133,7 @@ export class Gateway {
   async shed(fraction = 1) {
     const response = await fetch(`${this.http}/admin/shed`, {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      headers: { "content-type": "application/json", authorization: `Bearer ${ADMIN_TOKEN}` },
       body: JSON.stringify({ fraction }),
     });
     if (response.status !== 202) throw new Error(`shed: ${response.status}`);
