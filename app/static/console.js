@@ -156,7 +156,9 @@ function subscribe() {
     ui.transport.textContent = next.transport;
   });
   next.on("welcome", (welcome) => {
-    if (client === next) showWelcome(welcome);
+    if (client !== next) return;
+    showWelcome(welcome);
+    scheduleStats(0);
   });
   next.on("event", (event) => {
     if (client === next) addRow(event);
@@ -262,15 +264,24 @@ async function refreshStats() {
     publishNeedsKey = stats.publish_auth;
     updatePublishButton();
   } catch {
+    for (const cell of Object.values(ui.stats)) cell.textContent = "-";
     ui.stats.replica.textContent = "unreachable";
     previous = null;
   } finally {
-    setTimeout(() => void refreshStats(), STATS_INTERVAL_MS);
+    scheduleStats(STATS_INTERVAL_MS);
   }
+}
+var statsTimer = null;
+function scheduleStats(delayMs) {
+  if (statsTimer !== null) clearTimeout(statsTimer);
+  statsTimer = setTimeout(() => {
+    statsTimer = null;
+    void refreshStats();
+  }, delayMs);
 }
 var query = new URLSearchParams(location.search);
 ui.channels.value = query.get("channels") ?? "default";
 ui.types.value = query.get("types") ?? "";
 ui.where.value = query.getAll("where").join(", ");
 subscribe();
-void refreshStats();
+scheduleStats(0);

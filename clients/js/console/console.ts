@@ -179,7 +179,9 @@ function subscribe(): void {
     ui.transport.textContent = next.transport;
   });
   next.on("welcome", (welcome) => {
-    if (client === next) showWelcome(welcome);
+    if (client !== next) return;
+    showWelcome(welcome);
+    scheduleStats(0);
   });
   next.on("event", (event) => {
     if (client === next) addRow(event);
@@ -307,11 +309,23 @@ async function refreshStats(): Promise<void> {
     publishNeedsKey = stats.publish_auth;
     updatePublishButton();
   } catch {
+    for (const cell of Object.values(ui.stats)) cell.textContent = "-";
     ui.stats.replica.textContent = "unreachable";
     previous = null;
   } finally {
-    setTimeout(() => void refreshStats(), STATS_INTERVAL_MS);
+    scheduleStats(STATS_INTERVAL_MS);
   }
+}
+
+let statsTimer: ReturnType<typeof setTimeout> | null = null;
+
+/** (Re)plan the next poll; a welcome asks for one at once, so the counts follow a reconnect. */
+function scheduleStats(delayMs: number): void {
+  if (statsTimer !== null) clearTimeout(statsTimer);
+  statsTimer = setTimeout(() => {
+    statsTimer = null;
+    void refreshStats();
+  }, delayMs);
 }
 
 // ------------------------------------------------------------------------------------------ start
@@ -320,4 +334,4 @@ ui.channels.value = query.get("channels") ?? "default";
 ui.types.value = query.get("types") ?? "";
 ui.where.value = query.getAll("where").join(", ");
 subscribe();
-void refreshStats();
+scheduleStats(0);
