@@ -38,7 +38,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 from websockets.typing import Subprotocol
 
-from app.protocol import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, WELCOME_TYPE, CloseCode
+from app.causes import CloseCode
+from app.protocol import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, WELCOME_TYPE
 
 log = logging.getLogger("eventcast.client")
 

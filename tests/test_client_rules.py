@@ -12,8 +12,8 @@ from collections.abc import Callable
 import pytest
 
 from app import client
+from app.causes import CloseCode
 from app.client import Action, Backoff, Target, close_action, token_expiry
-from app.protocol import CloseCode
 from tests.security.helpers import make_token
 from tests.servers import ROOT
 
@@ -102,7 +102,7 @@ def test_token_expiry() -> None:
 
 
 def test_the_browser_client_follows_the_same_rules() -> None:
-    """app/static/client.js (what /client.js serves) against app.client and app.protocol.CloseCode."""
+    """app/static/client.js (what /client.js serves) against app.client and app.causes.CloseCode."""
     node = shutil.which("node")
     assert node, "node is missing: run `make test` (it installs nodejs)"
     codes = [*range(1000, 1016), 3000, 4000, 4008, 4400, 4401, 4403, 4999]

@@ -1,5 +1,5 @@
 /**
- * Close codes of the eventcast protocol (DESIGN 5b; the server's `app/protocol.py` `CloseCode`).
+ * Close codes of the eventcast protocol (DESIGN 5b; the server's `app/causes.py` `CloseCode`).
  * A test on the Python side checks that these numbers are the server's.
  */
 export const CloseCode = {
@@ -7,6 +7,8 @@ export const CloseCode = {
   GOING_AWAY: 1001,
   NO_STATUS: 1005,
   ABNORMAL: 1006,
+  PROTOCOL_ERROR: 1002,
+  INVALID_DATA: 1007,
   POLICY: 1008,
   TOO_BIG: 1009,
   INTERNAL_ERROR: 1011,
