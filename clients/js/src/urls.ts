@@ -40,8 +40,7 @@ export function endpoint(base: URL, kind: TransportKind, subscription: Subscript
   url.protocol = kind === "websocket" ? (secure ? "wss:" : "ws:") : secure ? "https:" : "http:";
   const prefix = url.pathname.replace(/\/+$/, "");
   const filtered = !filterIsEmpty(subscription.filter);
-  url.pathname =
-    kind === "sse" ? `${prefix}/sse/events` : `${prefix}/ws/events${filtered ? "/filtered" : ""}`;
+  url.pathname = `${prefix}/${kind === "sse" ? "sse" : "ws"}/events${filtered ? "/filtered" : ""}`;
   const query = new URLSearchParams();
   query.set("channels", subscription.channels.join(","));
   const types = subscription.filter?.types ?? [];

@@ -59,6 +59,8 @@ test("endpoints: scheme from the base URL, path prefix kept, filter and token in
   assert.deepEqual(filtered.searchParams.getAll("where"), ["repo=r", "n=3", "ok=true"]);
   const sse = new URL(endpoint(new URL("wss://h"), "sse", { channels: ["a"] }));
   assert.equal(sse.href, "https://h/sse/events?channels=a");
+  const sseFiltered = new URL(endpoint(new URL("http://h"), "sse", { channels: ["a"], filter: { types: ["x"] } }));
+  assert.equal(sseFiltered.pathname, "/sse/events/filtered");
 });
 
 test("tokenExpiry reads a JWT's exp (ms) and ignores anything else", () => {
