@@ -290,6 +290,26 @@ def pod_connections(hub: Observed) -> int:
     return int(_total(_workers_registry().collect(), f"{NAMESPACE}_connections"))
 
 
+def pod_counts(hub: Observed) -> dict[str, int]:
+    """The pod's open connections and its published and delivered totals (the console's live counts)."""
+    local = refresh(hub)
+    if MULTIPROCESS:
+        families = list(_workers_registry().collect())
+        connections = int(_total(families, f"{NAMESPACE}_connections"))
+    else:
+        families = [*EVENTS_PUBLISHED.collect(), *MESSAGES_DELIVERED.collect()]
+        connections = local
+
+    def sample_total(name: str) -> int:
+        return int(sum(s.value for family in families for s in family.samples if s.name == name))
+
+    return {
+        "connections": connections,
+        "published": sample_total(f"{NAMESPACE}_events_published_total"),
+        "delivered": sample_total(f"{NAMESPACE}_messages_delivered_total"),
+    }
+
+
 def _total(families: Iterable[Metric], name: str) -> float:
     """The sum of every sample of the family ``name`` (0 when absent)."""
     return sum(sample.value for family in families if family.name == name for sample in family.samples)

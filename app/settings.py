@@ -112,6 +112,13 @@ class Settings(BaseSettings):
         "asgi: through uvicorn's WebSocket implementation and the FastAPI routes.",
     )
 
+    # --- clients (docs/clients.md) ------------------------------------------------------------------------
+    console: bool = Field(
+        True,
+        description="Serve the live console at /console (and its counts at /console/stats); false answers "
+        "404 there. /client.js is served either way.",
+    )
+
     # --- observability (docs/observability.md) --------------------------------------------------------
     internal_port: int | None = Field(
         None, ge=1, le=65535, description="Serve /metrics and /admin/* only here (the public port 404s them)."
