@@ -228,8 +228,8 @@ class FrameBatch:
         cached = self._items.get(framing)
         if cached is None:
             frames = [f for f in (event.frame(framing) for event in self.events) if f is not None]
-            if framing.joinable and len(frames) > 1:
-                frames = [b"".join(frames)]  # type: ignore[arg-type]  # joinable framings are bytes
+            if framing.joinable and len(frames) > 1:  # joinable framings are bytes
+                frames = [b"".join(f for f in frames if isinstance(f, bytes))]
             cached = self._items[framing] = (frames, sum(len(f) for f in frames))
         return cached
 

@@ -16,10 +16,10 @@ from app.causes import Refusal
 from app.handshake import choose_subprotocol
 from app.protocol import SUBPROTOCOL_MSGPACK, Frame, Framing
 from app.session import Session, SubscribeRequest
-from app.transports.pump import Pump
+from app.transports.pump import Pump, Pumped
 
 
-class AsgiWebSocket:
+class AsgiWebSocket(Pumped):
     """A session's transport over ASGI WebSocket messages."""
 
     kind = "websocket"
@@ -39,15 +39,6 @@ class AsgiWebSocket:
             await self._send_message({"type": "websocket.send", "text": frame})
         else:
             await self._send_message({"type": "websocket.send", "bytes": frame})
-
-    def write(self, frames: list[Frame]) -> None:
-        self.pump.write(frames)
-
-    def buffered(self) -> int:
-        return self.pump.buffered()
-
-    def watermark(self, high: int) -> None:
-        self.pump.high = high
 
     def close(self, code: int, reason: str) -> None:
         async def close() -> None:

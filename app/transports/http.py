@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, cast
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -56,8 +56,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._refused = False
 
     # ------------------------------------------------------------------------------ the socket
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(cast(asyncio.Transport, transport))
         gateway = self._gateway
         if gateway is not None:
             if gateway.sockets_full():

@@ -38,7 +38,7 @@ SUBSCRIBER_PATHS = {"/ws/events": False, "/ws/events/filtered": True}
 CLOSE_TIMEOUT_SECONDS = 10.0
 
 #: What the frame parser's own closes mean (it fails a connection with these codes by itself).
-_PARSER_CLOSES = {
+_PARSER_CLOSES: dict[int, Cause] = {
     CloseCode.TOO_BIG: Cause.TOO_BIG,
     CloseCode.PROTOCOL_ERROR: Cause.PROTOCOL_ERROR,
     CloseCode.INVALID_DATA: Cause.INVALID_UTF8,
@@ -149,7 +149,11 @@ class NativeWebSocket(asyncio.Protocol):
         transport = self.transport
         if transport is not None and not transport.is_closing() and self.ws is not None:
             if self.ws.state is WsState.OPEN:
-                self._write(b"".join(frames) if len(frames) > 1 else frames[0])  # type: ignore[arg-type]
+                first = frames[0]
+                if len(frames) == 1 and isinstance(first, bytes):
+                    self._write(first)
+                else:
+                    self._write(b"".join(f if isinstance(f, bytes) else f.encode() for f in frames))
 
     def buffered(self) -> int:
         return self.transport.get_write_buffer_size() if self.transport is not None else 0
@@ -209,7 +213,7 @@ class NativeWebSocket(asyncio.Protocol):
             if isinstance(event, WsFrame) and session is not None:
                 self._on_frame(ws, session, event)
         if session is not None and ws.state is not WsState.OPEN and ws.close_sent is not None:
-            cause = _PARSER_CLOSES.get(ws.close_sent.code)  # type: ignore[call-overload]
+            cause = _PARSER_CLOSES.get(int(ws.close_sent.code))
             if cause is not None:
                 session.violation(cause)
         self._flush_protocol(ws)

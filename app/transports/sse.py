@@ -21,7 +21,7 @@ from app.causes import Refusal, Throttled
 from app.limits import retry_after_header
 from app.protocol import Frame, Framing, encode_control
 from app.session import Session, SubscribeRequest
-from app.transports.pump import Pump
+from app.transports.pump import Pump, Pumped
 
 HEARTBEAT = b": heartbeat\n\n"
 CLOSE_EVENT = "eventcast.close"
@@ -32,7 +32,7 @@ _HEADERS = [
 ]
 
 
-class SSETransport:
+class SSETransport(Pumped):
     """A session's transport over one streaming HTTP response."""
 
     kind = "sse"
@@ -70,15 +70,6 @@ class SSETransport:
         if self._refusal is None:
             body = frame if isinstance(frame, bytes) else frame.encode()
             await self._send_message({"type": "http.response.body", "body": body, "more_body": True})
-
-    def write(self, frames: list[Frame]) -> None:
-        self.pump.write(frames)
-
-    def buffered(self) -> int:
-        return self.pump.buffered()
-
-    def watermark(self, high: int) -> None:
-        self.pump.high = high
 
     def close(self, code: int, reason: str) -> None:
         """Say why, hint when to come back, and end the response."""
