@@ -144,13 +144,13 @@ def _run_uvicorn(settings: Settings, logging_config: dict[str, Any]) -> None:
         "workers": settings.workers,
         "log_level": settings.log_level,
         # The public port's HTTP front bounds every socket and serves subscribers natively, without ASGI
-        # (app/transports/http.py); uvicorn's WebSocket serves the ASGI engine and permessage-deflate.
+        # (app/transports/http.py); uvicorn's WebSocket serves the ASGI engine (EVENTCAST_WS_ENGINE=asgi).
         "http": "app.transports.http:GatewayHttpProtocol",
         "ws": "auto",
         "ws_max_size": settings.max_control_bytes,
         "ws_ping_interval": settings.idle_timeout_seconds / 2,
         "ws_ping_timeout": settings.idle_timeout_seconds / 2,
-        "ws_per_message_deflate": settings.ws_per_message_deflate,  # off by default: docs/security.md
+        "ws_per_message_deflate": settings.ws_per_message_deflate,  # the asgi engine's, per client
         "timeout_graceful_shutdown": 5,
         "lifespan": "on",
         "log_config": logging_config,

@@ -42,9 +42,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         gateway = self.app_state.get("gateway")
         self._gateway = gateway
         settings = gateway.settings if gateway is not None else None
-        self._native = (
-            settings is not None and settings.ws_engine == "native" and not settings.ws_per_message_deflate
-        )
+        self._native = settings is not None and settings.ws_engine == "native"
         self._max_head = settings.max_request_head_bytes if settings is not None else 16 * 1024
         self._max_headers = settings.max_request_headers if settings is not None else 100
         self._deadline_seconds = settings.handshake_timeout_seconds if settings is not None else 10.0

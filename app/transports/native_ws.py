@@ -23,8 +23,9 @@ from websockets.server import ServerProtocol
 
 from app.causes import Cause, CloseCode, Refusal
 from app.handshake import Reject, handshake, rejection_response
-from app.protocol import SUBPROTOCOL_MSGPACK, Frame, Framing
+from app.protocol import Frame, Framing
 from app.session import Session, SubscribeRequest, count_refused
+from app.transports.deflate import Inflate
 
 if TYPE_CHECKING:
     from app.gateway import Gateway
@@ -88,16 +89,20 @@ class NativeWebSocket(asyncio.Protocol):
     ) -> None:
         """The request head, as the HTTP front parsed it: answer the handshake and open the session."""
         decoded = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers]
-        decision = handshake(method, http_version, decoded)
+        decision = handshake(
+            method, http_version, decoded, deflate=self.gateway.settings.ws_per_message_deflate
+        )
         if isinstance(decision, Reject):
             count_refused(Refusal(decision.cause, decision.reason))
             self._reject(decision.cause.ending.status, decision.reason, decision.extra_headers)
             return
         self._handshake = decision.response
-        self.framing = Framing.WS_MSGPACK if decision.subprotocol == SUBPROTOCOL_MSGPACK else Framing.WS_JSON
+        self.framing = Framing.for_websocket(decision.subprotocol, decision.deflate is not None)
         self.ws = ServerProtocol(
             max_size=self.gateway.settings.max_control_bytes, state=WsState.OPEN, logger=log
         )
+        if decision.deflate is not None:  # what the client sends may be compressed
+            self.ws.extensions = [Inflate(decision.deflate)]
         if access_log.isEnabledFor(logging.INFO):  # as uvicorn logs its WebSocket upgrades (tokens redacted)
             access_log.info('%s - "WebSocket %s%s" [accepted]', client_ip, path, f"?{query}" if query else "")
         request = SubscribeRequest(
