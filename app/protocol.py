@@ -313,7 +313,7 @@ def encode_control(message: Mapping[str, Any], framing: Framing) -> Frame:
     if framing.payload is Framing.MSGPACK:
         payload = msgpack.packb(dict(message))
     else:
-        payload = json.dumps(message, separators=(",", ":"))
+        payload = orjson.dumps(message if isinstance(message, dict) else dict(message)).decode()
     if framing is Framing.SSE:
         head = f"event: {message.get('type', 'eventcast.control')}\n"
         if message.get("type") == WELCOME_TYPE and message.get("position"):

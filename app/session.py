@@ -25,8 +25,9 @@ import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
+from urllib.parse import unquote_plus
 
-from starlette.datastructures import Headers, QueryParams
+from starlette.datastructures import Headers
 
 from app import metrics
 from app.causes import Cause, ProtocolError, Refusal
@@ -46,12 +47,47 @@ FILTER_COST = 5
 FILTER_PARAMS = ("types", "where")
 
 
+class Query:
+    """A request's query parameters, parsed once and cheaply (a subscriber's query is a few short values).
+
+    The same decoding as ``urllib.parse.parse_qsl`` (``+`` is a space, ``%XX`` escapes, blank values kept),
+    without its generality: it runs once per connection attempt, thousands a second in a connect storm.
+    """
+
+    __slots__ = ("_pairs",)
+
+    def __init__(self, text: str | bytes = "") -> None:
+        if isinstance(text, bytes):
+            text = text.decode("latin-1")
+        pairs: list[tuple[str, str]] = []
+        for part in text.split("&"):
+            if not part:
+                continue
+            name, _, value = part.partition("=")
+            if "%" in part or "+" in part:
+                name, value = unquote_plus(name), unquote_plus(value)
+            pairs.append((name, value))
+        self._pairs = pairs
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        for key, value in self._pairs:
+            if key == name:
+                return value
+        return default
+
+    def getlist(self, name: str) -> list[str]:
+        return [value for key, value in self._pairs if key == name]
+
+    def __contains__(self, name: object) -> bool:
+        return any(key == name for key, _ in self._pairs)
+
+
 @dataclass(frozen=True, slots=True)
 class SubscribeRequest:
     """A would-be subscriber's request as every transport sees it."""
 
     path: str
-    query: QueryParams
+    query: Query
     headers: Headers
     client_ip: str
     #: The path takes filters in its query (``/ws/events/filtered``, ``/sse/events/filtered``).

@@ -50,7 +50,6 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._raw_bytes = 0  # bytes received while a head is being read (a line that never ends)
         self._in_head = False
         self._pending = False  # counted in Gateway.pending
-        self._deadline: asyncio.TimerHandle | None = None
         self._refused = False
 
     # ------------------------------------------------------------------------------ the socket
@@ -99,7 +98,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._in_head = True
         self._head_bytes = 0
-        if self._deadline is None:
+        if self._gateway is not None and self not in self._gateway.heads:
             self._start_deadline()
 
     def on_url(self, url: bytes) -> None:
@@ -161,15 +160,16 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self.transport.close()
 
     def _start_deadline(self) -> None:
-        self._deadline = self.loop.call_later(self._deadline_seconds, self._late)
+        # The gateway's sweep cuts heads past their deadline (one timer for all, not one per socket).
+        if self._gateway is not None:
+            self._gateway.heads[self] = self.loop.time() + self._deadline_seconds
 
     def _stop_deadline(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        if self._gateway is not None:
+            self._gateway.heads.pop(self, None)
 
-    def _late(self) -> None:
-        self._deadline = None
+    def late(self) -> None:
+        """The head did not arrive in time (the gateway's sweep calls this)."""
         if self._in_head and not self._refused:
             self._refuse(Cause.HANDSHAKE_TIMEOUT)
 

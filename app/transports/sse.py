@@ -13,14 +13,14 @@ from __future__ import annotations
 import asyncio
 import json
 
-from starlette.datastructures import Headers, QueryParams
+from starlette.datastructures import Headers
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from app.causes import Refusal, Throttled
 from app.limits import retry_after_header
 from app.protocol import Frame, Framing, encode_control
-from app.session import Session, SubscribeRequest
+from app.session import Query, Session, SubscribeRequest
 from app.transports.pump import Pump, Pumped
 
 HEARTBEAT = b": heartbeat\n\n"
@@ -110,7 +110,7 @@ class SSEEndpoint:
         app_state = scope["app"].state
         gateway = app_state.gateway
         headers = Headers(scope=scope)
-        query = QueryParams(scope.get("query_string", b""))
+        query = Query(scope.get("query_string", b""))
         # Last-Event-ID (sent by EventSource on reconnect) wins over ``since`` / ``lastEventId`` in the URL.
         resume = headers.get("last-event-id") or query.get("since") or query.get("lastEventId")
         transport = SSETransport(send, gateway.settings.sse_retry_ms)
