@@ -1,7 +1,9 @@
 """The ConnectionAutoscaler CustomResourceDefinition, built as a plain dict.
 
 ``python -m app.operator.crd`` prints it as YAML; k8s/operator/crd.yaml and
-helm/eventcast/crds/connectionautoscalers.yaml are that output (tests/operator/test_crd.py keeps them equal).
+helm/eventcast/crds/connectionautoscalers.yaml are that output, and ``--peering`` prints kopf's KopfPeering CRD
+(k8s/operator/kopfpeering-crd.yaml, helm/eventcast/crds/kopfpeerings.yaml). tests/operator/test_manifests.py
+keeps every copy equal to the builder's output.
 """
 
 from __future__ import annotations
@@ -262,9 +264,45 @@ def build_crd() -> dict[str, Any]:
     }
 
 
-def render_yaml() -> str:
-    return HEADER + str(yaml.safe_dump(build_crd(), sort_keys=False, width=110))
+def build_peering_crd() -> dict[str, Any]:
+    """kopf's namespaced peering resource (``kopf.dev/v1 KopfPeering``), as kopf's docs define it.
+
+    Operator replicas keep their keep-alives in its status (app/operator/peering.py). Other kopf operators of
+    the cluster use the same CRD: Helm (crds/) and ``kubectl apply`` leave an existing one alone.
+    """
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{constants.PEERING_PLURAL}.{constants.PEERING_GROUP}"},
+        "spec": {
+            "scope": "Namespaced",
+            "group": constants.PEERING_GROUP,
+            "names": {"kind": "KopfPeering", "plural": constants.PEERING_PLURAL, "singular": "kopfpeering"},
+            "versions": [
+                {
+                    "name": constants.PEERING_VERSION,
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {
+                                "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def render_yaml(peering: bool = False) -> str:
+    crd = build_peering_crd() if peering else build_crd()
+    return HEADER.replace("crd`", "crd --peering`" if peering else "crd`") + str(
+        yaml.safe_dump(crd, sort_keys=False, width=110)
+    )
 
 
 if __name__ == "__main__":
-    sys.stdout.write(render_yaml())
+    sys.stdout.write(render_yaml(peering="--peering" in sys.argv[1:]))
