@@ -19,7 +19,6 @@ from tests.helm.chart import (
     CHART_DIR,
     CI_VALUES,
     CUSTOM_KINDS,
-    KUBE_VERSION,
     KUBE_VERSIONS,
     ROOT,
     container,

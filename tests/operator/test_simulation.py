@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from app.operator import simulation
-from app.operator.scaling import PolicyType, Reason, ScaleDownPolicy
+from app.operator.scaling import PolicyType, ScaleDownPolicy
 from tests.servers import ROOT
 
 POLICY = simulation.POLICY
