@@ -408,6 +408,15 @@ class OperatorMetrics:
         )
         ProcessCollector(registry=self.registry)
 
+    def start(self, namespace: str, name: str, reasons: Iterable[str]) -> None:
+        """Every counter of a newly seen autoscaler at 0, so its first shed or failure already shows as a rate."""
+        for reason in reasons:
+            self.decisions.labels(namespace, name, reason).inc(0)
+        for result in ("ok", "error"):
+            self.sheds.labels(namespace, name, result).inc(0)
+        for counter in (self.shed_connections, self.scrape_failures, self.reconcile_errors):
+            counter.labels(namespace, name).inc(0)
+
     def forget(self, namespace: str, name: str) -> None:
         """Drop the gauges of an autoscaler that is gone (or no longer led here); counters keep their totals."""
         for gauge in (

@@ -307,8 +307,8 @@ def main(argv: list[str]) -> int:
     wanted = {OUTPUT: render(), CHART_OUTPUT: render_chart()}
     if args.check:
         stale = [str(path) for path, text in wanted.items() if not path.exists() or path.read_text() != text]
-        for path in stale:
-            print(f"{path} is stale: run python -m dashboards.alerts", file=sys.stderr)
+        for name in stale:
+            print(f"{name} is stale: run python -m dashboards.alerts", file=sys.stderr)
         return 1 if stale else 0
     for path, text in wanted.items():
         path.write_text(text)

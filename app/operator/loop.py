@@ -30,6 +30,7 @@ from app.metrics import OperatorMetrics
 from app.operator import constants, handlers
 from app.operator.kube import KubeApi, KubeError, autoscaler_status_path, autoscalers_path, events_path
 from app.operator.peering import Peering
+from app.operator.scaling import Reason
 from app.operator.status import Memory, memory_from_status
 
 logger = logging.getLogger("eventcast.operator")
@@ -124,6 +125,8 @@ class Autoscaling:
                 continue
             key = (str(meta.get("namespace") or scope), str(meta["name"]))
             seen.add(key)
+            if key not in self.memories:
+                self.metrics.start(*key, [reason.value for reason in Reason])
             try:
                 await self._reconcile_one(http, key, body)
             except Exception:  # one autoscaler's failure must not stop the others

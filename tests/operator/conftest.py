@@ -62,13 +62,34 @@ def _free(host: str, port: int) -> bool:
 
 
 class Pods:
-    """Real gateways on 127.0.0.2, .3, ... sharing one internal (metrics/admin) port, with the admin token set."""
+    """Real gateways on 127.0.0.2, .3, ... sharing one internal (metrics/admin) port, with the admin token set.
 
-    def __init__(self, count: int) -> None:
+    ``broker``, ``workers`` (one entry per gateway) and ``env`` (added to each one's) shape them further.
+    """
+
+    def __init__(
+        self,
+        count: int,
+        *,
+        broker: str = "memory://",
+        workers: tuple[int, ...] = (),
+        env: tuple[dict[str, str], ...] = (),
+    ) -> None:
         self.hosts = [f"127.0.0.{n}" for n in range(2, 2 + count)]
         self.metrics_port = shared_internal_port(self.hosts)
-        env = {"EVENTCAST_INTERNAL_PORT": str(self.metrics_port), "EVENTCAST_ADMIN_TOKEN": ADMIN_TOKEN}
-        self.gateways = [Gateway(host=host, env=env) for host in self.hosts]
+        common = {"EVENTCAST_INTERNAL_PORT": str(self.metrics_port), "EVENTCAST_ADMIN_TOKEN": ADMIN_TOKEN}
+        self.gateways = [
+            Gateway(
+                host=host,
+                broker=broker,
+                workers=workers[index] if index < len(workers) else 1,
+                env=common | (env[index] if index < len(env) else {}),
+            )
+            for index, host in enumerate(self.hosts)
+        ]
+
+    def metrics_url(self, index: int) -> str:
+        return f"http://{self.hosts[index]}:{self.metrics_port}/metrics"
 
     def start(self) -> None:
         for gateway in self.gateways:
@@ -79,8 +100,7 @@ class Pods:
             gateway.stop()
 
     def connections(self, index: int) -> int:
-        url = f"http://{self.hosts[index]}:{self.metrics_port}/metrics"
-        return parse_connections(httpx.get(url, timeout=5).text)
+        return parse_connections(httpx.get(self.metrics_url(index), timeout=5).text)
 
 
 @pytest.fixture
