@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from itertools import combinations
 from pathlib import Path
@@ -15,11 +14,12 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from app import metrics
 from dashboards import build
+from tests import npm
 from tests.dashboards.test_alerts import alerts
 
 #: npm packages for the schema check, pinned; installed once into a cache outside the repository.
 NPM_PACKAGES = {"@grafana/schema": "13.2.3", "typescript": "5.9.3"}
-NPM_DIR = Path.home() / ".cache" / "eventcast" / "grafana-schema"
+NPM_DIR = npm.CACHE / "grafana-schema"
 
 TSC_FLAGS = ("--strict", "--noEmit", "--skipLibCheck", "--module", "esnext", "--moduleResolution", "bundler")
 
@@ -121,28 +121,7 @@ def test_structure_stable_uid_datasource_variable_unique_ids_no_overlap() -> Non
 # ------------------------------------------------------------------------------------------------ schema
 def npm_schema_dir() -> Path:
     """The pinned npm packages, installed into NPM_DIR on first use (a failed install fails the test)."""
-    for tool in ("node", "npm"):
-        assert shutil.which(tool), f"{tool} is missing: run `make test` (it installs nodejs and npm)"
-    manifest = {"private": True, "dependencies": NPM_PACKAGES}
-    installed = all(
-        (NPM_DIR / "node_modules" / name / "package.json").exists()
-        and json.loads((NPM_DIR / "node_modules" / name / "package.json").read_text())["version"] == version
-        for name, version in NPM_PACKAGES.items()
-    )
-    if not installed:
-        NPM_DIR.mkdir(parents=True, exist_ok=True)
-        (NPM_DIR / "package.json").write_text(json.dumps(manifest, indent=2))
-        result = subprocess.run(
-            ["npm", "install", "--no-audit", "--no-fund", "--no-save"],
-            cwd=NPM_DIR,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert result.returncode == 0, (
-            f"npm install of {NPM_PACKAGES} failed:\n{result.stdout}{result.stderr}"
-        )
-    return NPM_DIR
+    return npm.installed(NPM_DIR, NPM_PACKAGES)
 
 
 def tsc(board: dict[str, Any], tmp_path: Path) -> subprocess.CompletedProcess[str]:

@@ -8,17 +8,17 @@ The packages are pinned and installed once into a cache outside the repository, 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-from pathlib import Path
 from typing import Any
+
+from tests import npm
 
 NPM_PACKAGES = {
     "@kubernetes-models/gateway-api": "2.0.0",
     "@kubernetes-models/keda": "2.0.0",
     "@kubernetes-models/prometheus-operator": "6.0.0",
 }
-NPM_DIR = Path.home() / ".cache" / "eventcast" / "kubernetes-models"
+NPM_DIR = npm.CACHE / "kubernetes-models"
 
 #: kind -> (module, class) of the model that validates it.
 MODELS = {
@@ -42,36 +42,12 @@ console.log(JSON.stringify(errors));
 """
 
 
-def npm_dir() -> Path:
-    for tool in ("node", "npm"):
-        assert shutil.which(tool), f"{tool} is missing: run `make test` (it installs nodejs and npm)"
-    installed = all(
-        (NPM_DIR / "node_modules" / name / "package.json").exists()
-        and json.loads((NPM_DIR / "node_modules" / name / "package.json").read_text())["version"] == version
-        for name, version in NPM_PACKAGES.items()
-    )
-    if not installed:
-        NPM_DIR.mkdir(parents=True, exist_ok=True)
-        (NPM_DIR / "package.json").write_text(json.dumps({"private": True, "dependencies": NPM_PACKAGES}))
-        result = subprocess.run(
-            ["npm", "install", "--no-audit", "--no-fund", "--no-save"],
-            cwd=NPM_DIR,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert result.returncode == 0, (
-            f"npm install of {NPM_PACKAGES} failed:\n{result.stdout}{result.stderr}"
-        )
-    return NPM_DIR
-
-
 def validate(objects: list[dict[str, Any]]) -> list[str]:
     """The models' complaints about ``objects`` (only kinds in MODELS are checked); empty when all pass."""
     checked = [obj for obj in objects if obj["kind"] in MODELS]
     if not checked:
         return []
-    where = npm_dir()
+    where = npm.installed(NPM_DIR, NPM_PACKAGES)
     (where / "objects.json").write_text(json.dumps(checked))
     (where / "validate.mjs").write_text(SCRIPT)
     result = subprocess.run(

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.operator import constants, peering, pods, scaling
+from app.operator import constants, peering, pods, scaling, simulation
 from app.operator.constants import ConditionType
 from app.operator.scaling import (
     Bounds,
@@ -351,22 +351,11 @@ BOUNDS = Bounds(connections_per_replica=10, min_replicas=1, max_replicas=20)
 
 def run_rounds(
     loads: list[int], policy: ScaleDownPolicy, start: int, step: float = 1.0, bounds: Bounds = BOUNDS
-) -> list[scaling.Decision]:
-    """One decide() per load, ``step`` seconds apart, the Deployment following each decision."""
-    history, current, out = History(), start, []
-    for index, load in enumerate(loads):
-        decision = scaling.decide(
-            current_replicas=current,
-            observed_connections=load,
-            unobserved_pods=0,
-            bounds=bounds,
-            policy=policy,
-            history=history,
-            now=1000.0 + index * step,
-        )
-        history, current = decision.history, decision.desired
-        out.append(decision)
-    return out
+) -> list[simulation.Step]:
+    """One round (scaling.decide, through the simulation) per load, ``step`` seconds apart."""
+    return simulation.simulate(
+        [(round(1000 + index * step), load) for index, load in enumerate(loads)], bounds, policy, start
+    )
 
 
 def test_the_tolerance_band_keeps_the_replicas_while_the_load_is_near_target() -> None:
@@ -391,7 +380,7 @@ def test_the_tolerance_band_keeps_the_replicas_while_the_load_is_near_target() -
 def test_a_scale_down_waits_for_the_window_then_goes_one_pod_per_period() -> None:
     policy = ScaleDownPolicy(stabilization_seconds=5, type=PolicyType.PODS, value=1, period_seconds=3)
     decisions = run_rounds([100] + [5] * 30, policy, start=10)
-    replicas = [d.desired for d in decisions]
+    replicas = [d.replicas for d in decisions]
     assert replicas[:5] == [10] * 5  # held for the window (5 s) after the last high recommendation
     assert replicas[5] == 9
     drops = [i for i in range(1, len(replicas)) if replicas[i] < replicas[i - 1]]
@@ -404,21 +393,21 @@ def test_a_scale_down_waits_for_the_window_then_goes_one_pod_per_period() -> Non
 
 def test_a_percent_policy_removes_a_share_of_the_period_start_and_at_least_one_pod() -> None:
     policy = ScaleDownPolicy(stabilization_seconds=0, type=PolicyType.PERCENT, value=50, period_seconds=10)
-    assert [d.desired for d in run_rounds([5, 5], policy, start=16)] == [
+    assert [d.replicas for d in run_rounds([5, 5], policy, start=16)] == [
         8,
         8,
     ]  # 16 -> 8, then the period waits
     small = ScaleDownPolicy(stabilization_seconds=0, type=PolicyType.PERCENT, value=10, period_seconds=10)
-    assert run_rounds([5], small, start=4)[0].desired == 3  # 10 % of 4 rounds down to 0: one pod still goes
+    assert run_rounds([5], small, start=4)[0].replicas == 3  # 10 % of 4 rounds down to 0: one pod still goes
     assert small.removable(40) == 4 and small.removable(4) == 1
 
 
 def test_scale_up_is_immediate_and_limited_at_max() -> None:
     policy = ScaleDownPolicy()
     up = run_rounds([120], policy, start=2)[0]
-    assert (up.desired, up.reason) == (12, Reason.SCALE_UP)
+    assert (up.replicas, up.reason) == (12, Reason.SCALE_UP)
     capped = run_rounds([900, 900], policy, start=2)
-    assert [d.desired for d in capped] == [20, 20] and capped[1].reason is Reason.LIMITED
+    assert [d.replicas for d in capped] == [20, 20] and capped[1].reason is Reason.LIMITED
 
 
 def test_no_metrics_decides_nothing_and_keeps_the_history() -> None:
@@ -450,17 +439,17 @@ def test_replicas_never_fall_faster_than_the_policy(
     """Whatever the load: in any period, at most what the policy allows goes, and never within the window."""
     policy = ScaleDownPolicy(window, kind, min(value, 100) if kind is PolicyType.PERCENT else value, period)
     decisions = run_rounds(loads, policy, start=start, step=1.0)
-    replicas = [start] + [d.desired for d in decisions]
+    replicas = [start] + [d.replicas for d in decisions]
     for end in range(1, len(replicas)):
         begin = max(0, end - period)  # rounds are 1 s apart: the rounds of one period ending at `end`
         removed = sum(max(0, replicas[i - 1] - replicas[i]) for i in range(begin + 1, end + 1))
         assert removed <= policy.removable(replicas[end] + removed), (replicas, policy)
     for index, decision in enumerate(decisions):
         if (
-            decision.desired < replicas[index]
+            decision.replicas < replicas[index]
         ):  # a scale-down now: nothing higher was recommended in the window
             recent = [d.recommended for d in decisions[max(0, min(index, index - window + 1)) : index + 1]]
-            assert decision.desired >= min(replicas[index], max(recent))
+            assert decision.replicas >= min(replicas[index], max(recent))
 
 
 # ------------------------------------------------------------------------------------------------ rebalancing
