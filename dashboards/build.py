@@ -72,6 +72,7 @@ class Query:
     expr: str
     legend: str
     external: bool = False  # reads EXTERNAL_METRICS: data only where kube-state-metrics and cAdvisor run
+    quiet: bool = False  # an error count that stays at zero in a healthy run (the live test checks it exists)
 
 
 def quantiles(histogram: str, *qs: float) -> tuple[Query, ...]:
@@ -123,6 +124,11 @@ QUERIES: dict[str, tuple[Query, ...]] = {
         ),
     ),
     "send_queue": (Query(f"sum by (pod) ({metric('eventcast_send_queue_bytes')})", "{{pod}}"),),
+    "skipped_and_errors": (
+        Query(f"sum by (reason) ({rate('eventcast_events_quarantined_total')})", "quarantined: {{reason}}"),
+        Query(f"sum({rate('eventcast_fanout_errors_total')})", "fan-out errors (1011)", quiet=True),
+        Query(f"sum({rate('eventcast_broker_reader_restarts_total')})", "broker reader restarts", quiet=True),
+    ),
     "memory_per_connection": (
         Query(f"max by (pod) ({metric('eventcast_memory_per_connection_bytes')})", "{{pod}}"),
     ),
@@ -335,6 +341,14 @@ LAYOUT: tuple[Row, ...] = (
             ),
             PanelSpec(
                 "send_queue", "Send queue bytes", "Bytes waiting in outbound queues, per pod.", "bytes", 12
+            ),
+            PanelSpec(
+                "skipped_and_errors",
+                "Skipped events and internal errors/s",
+                "Events that bypassed the API and cannot be delivered (quarantined, by reason), subscribers closed "
+                "by an unexpected fan-out error (1011), and restarts of the broker's reader: all zero normally.",
+                "ops",
+                24,
             ),
         ),
     ),
