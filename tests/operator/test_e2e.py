@@ -116,7 +116,7 @@ async def test_scale_up_marks_costs_and_the_new_pods_get_clients_once_ready(
         assert shed["meanConnections"] == 8
         await eventually(
             lambda: _balanced([gateways.connections(i) for i in range(4)], 1.25, 32),
-            15,
+            60,
             "every pod within 125 % of 8",
         )
         assert {(code, reason.endswith("shed")) for code, reason in closed(service.clients[:30])} == {

@@ -75,7 +75,7 @@ async def test_two_replicas_one_acts_and_the_other_takes_over_when_it_is_killed(
         assert peers["op-a"]["priority"] == -100 and peers["op-a"]["lifetime"] == LIFETIME
         await eventually(lambda: replicas(api) == 2, 20, "the leader's scale-up")
         await eventually(lambda: status(api)["operator"] == "op-a", 5, "op-a's status")
-        await eventually(lambda: rounds(first) >= 10, 20, "op-a's rounds")
+        await eventually(lambda: rounds(first) >= 5, 60, "op-a's rounds")
         # Exactly one acts: op-b stands by, having decided nothing.
         assert leads(first) and not leads(second)
         assert rounds(second) == 0
@@ -88,7 +88,7 @@ async def test_two_replicas_one_acts_and_the_other_takes_over_when_it_is_killed(
         # 25 connections: 3 replicas, decided by op-b once op-a's keep-alive expired.
         await eventually(lambda: replicas(api) == 3, 10 + 2 * LIFETIME, "op-b's scale-up")
         await eventually(lambda: status(api)["operator"] == "op-b", 5, "op-b's status")
-        assert leads(second) and rounds(second) > 0
+        await eventually(lambda: leads(second) and rounds(second) > 0, 10, "op-b's metrics")
         # op-b went on from op-a's status: the window it read back holds op-a's recommendations too.
         assert status(api)["recommendations"]
     finally:
