@@ -26,7 +26,7 @@ TITLE = "eventcast"
 SCHEMA_VERSION = 39
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 RATE = "$__rate_interval"
-SLOW_CONSUMER = 'reason="slow_consumer"'  # the close label of 4008 (app/hub.py CLOSE_LABELS)
+SLOW_CONSUMER = 'reason="slow_consumer"'  # the close label of 4008 (app/causes.py)
 MEMORY = 'resource="memory"'  # kube-state-metrics' resource label
 
 #: The template variables every query filters on, in the order they cascade (cluster, namespace, job, pod).
@@ -123,12 +123,12 @@ QUERIES: dict[str, tuple[Query, ...]] = {
             "slow consumers closed (4008)",
         ),
     ),
-    "send_queue": (Query(f"sum by (pod) ({metric('eventcast_send_queue_bytes')})", "{{pod}}"),),
-    "skipped_and_errors": (
+    "delivery_faults": (
         Query(f"sum by (reason) ({rate('eventcast_events_quarantined_total')})", "quarantined: {{reason}}"),
-        Query(f"sum({rate('eventcast_fanout_errors_total')})", "fan-out errors (1011)", quiet=True),
         Query(f"sum({rate('eventcast_broker_reader_restarts_total')})", "broker reader restarts", quiet=True),
+        Query(f"sum({rate('eventcast_fanout_errors_total')})", "fan-out errors (closed 1011)", quiet=True),
     ),
+    "send_queue": (Query(f"sum by (pod) ({metric('eventcast_send_queue_bytes')})", "{{pod}}"),),
     "memory_per_connection": (
         Query(f"max by (pod) ({metric('eventcast_memory_per_connection_bytes')})", "{{pod}}"),
     ),
@@ -343,10 +343,10 @@ LAYOUT: tuple[Row, ...] = (
                 "send_queue", "Send queue bytes", "Bytes waiting in outbound queues, per pod.", "bytes", 12
             ),
             PanelSpec(
-                "skipped_and_errors",
-                "Skipped events and internal errors/s",
-                "Events that bypassed the API and cannot be delivered (quarantined, by reason), subscribers closed "
-                "by an unexpected fan-out error (1011), and restarts of the broker's reader: all zero normally.",
+                "delivery_faults",
+                "Quarantined events and delivery faults",
+                "Events skipped because some encoding cannot carry them (a direct producer's; the log names "
+                "each id), log reader restarts, subscribers closed by a fan-out bug. All should stay at 0.",
                 "ops",
                 24,
             ),

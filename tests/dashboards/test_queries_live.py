@@ -26,7 +26,7 @@ import httpx
 import pytest
 import redis
 
-from app.protocol import CloseCode
+from app.causes import CloseCode
 from dashboards import build
 from tests.clients import Subscriber, close_code, publish
 from tests.observability.helpers import scrape, value
