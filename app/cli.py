@@ -308,11 +308,41 @@ def operator(
     liveness: Annotated[
         str | None, typer.Option(help="kopf liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     ] = None,
+    peering: Annotated[
+        str | None,
+        typer.Option(help="kopf peering object name: replicas elect one that acts (none: always act)"),
+    ] = None,
+    identity: Annotated[
+        str | None, typer.Option(help="This replica's name in the peering (default: hostname/start time)")
+    ] = None,
+    priority: Annotated[
+        int | None, typer.Option(help="Peering priority; the highest live one acts (default: oldest first)")
+    ] = None,
+    peering_lifetime: Annotated[
+        int, typer.Option(min=1, max=3600, help="Seconds a silent replica stays the leader")
+    ] = 60,
+    metrics_port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Serve the operator's own /metrics on this port")
+    ] = None,
+    metrics_address: Annotated[str, typer.Option(help="Address of the operator's /metrics")] = "0.0.0.0",
 ) -> None:
-    """Run the ConnectionAutoscaler operator (kopf, standalone): docs/operator.md."""
-    from app.operator.main import run
+    """Run the ConnectionAutoscaler operator (kopf): docs/operator.md."""
+    from app.operator.main import Options, run
+    from app.operator.peering import default_identity, default_priority
 
-    run(namespace or [], interval, liveness=liveness)
+    run(
+        Options(
+            namespaces=namespace or [],
+            interval=interval,
+            liveness=liveness,
+            peering=peering,
+            identity=identity or default_identity(),
+            priority=default_priority() if priority is None else priority,
+            peering_lifetime=peering_lifetime,
+            metrics_address=metrics_address,
+            metrics_port=metrics_port,
+        )
+    )
 
 
 def _register_optional() -> None:
