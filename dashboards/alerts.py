@@ -131,6 +131,26 @@ ALERTS: tuple[Alert, ...] = (
         "{{ $value | humanizePercentage }} of frames are dropped in job {{ $labels.job }}.",
     ),
     Alert(
+        "EventcastEventsQuarantined",
+        "sum by (namespace, job, reason) (increase(eventcast_events_quarantined_total{{sel}}[10m])) > 0\n",
+        "0m",
+        "warning",
+        "eventcast skipped events no encoding can carry.",
+        "{{ $value | humanize }} events were quarantined ({{ $labels.reason }}) in job {{ $labels.job }} in 10 "
+        "minutes: a producer writes straight into the Redis log what publish validation would refuse. The "
+        "gateway logs each id (event.quarantined).",
+    ),
+    Alert(
+        "EventcastBrokerReaderRestarting",
+        "sum by (namespace, job) (increase(eventcast_broker_reader_restarts_total{{sel}}[10m])) > 0\n"
+        "  or sum by (namespace, job) (increase(eventcast_fanout_errors_total{{sel}}[10m])) > 0\n",
+        "0m",
+        "critical",
+        "eventcast's log reader or fan-out failed unexpectedly.",
+        "The broker reader restarted or the fan-out closed subscribers with 1011 in job {{ $labels.job }}: a "
+        "bug. Delivery goes on, but look at the logs (broker.reader_failed, fanout.error) and report it.",
+    ),
+    Alert(
         "EventcastMemoryPerConnectionHigh",
         "eventcast_memory_per_connection_bytes{{sel}} > 262144\n"
         "  and sum without (transport) (eventcast_connections{{sel}}) > 100\n",
