@@ -123,6 +123,7 @@ class Connection:
         "_backlog",
         "_buffered",
         "_dirty",
+        "_fast",
         "_frames_queued",
         "_pending",
         "_pending_bytes",
@@ -144,6 +145,7 @@ class Connection:
         "max_queue_bytes",
         "queued",
         "reason",
+        "single",
         "state",
         "transport",
     )
@@ -160,6 +162,7 @@ class Connection:
         self.transport = transport
         self.framing = transport.framing
         self.channels = tuple(channels)
+        self.single = len(self.channels) == 1  # takes a channel's events as one batch (Hub._on_events)
         self.filter = event_filter if event_filter is not None and not event_filter.is_empty else None
         self.max_queue_bytes = max_queue_bytes
         self.high_water = min(HIGH_WATER, max_queue_bytes // 4)
@@ -185,6 +188,10 @@ class Connection:
         self._replayed_until: Position | None = None
         self._backlog: deque[Event] | None = None
         self._after = _ZERO
+        self._fast = False  # live, unfiltered, nothing to skip: push_batch's common case (``_update_fast``)
+
+    def _update_fast(self) -> None:
+        self._fast = self.state is State.LIVE and self.filter is None and self._replayed_until is None
 
     @property
     def subprotocol(self) -> str:
@@ -213,6 +220,7 @@ class Connection:
                 if event.position <= self._replayed_until:
                     return False
                 self._replayed_until = None
+                self._update_fast()
             if self.filter is not None and not self.filter.matches(event):
                 return False
             frame = event.frame(self.framing)
@@ -239,7 +247,7 @@ class Connection:
         The common case (live, unfiltered, nothing to skip) costs the same for one event or a hundred: the
         batch was framed once for every subscriber.
         """
-        if self.state is not State.LIVE or self.filter is not None or self._replayed_until is not None:
+        if not self._fast:
             return sum(self.push(event) for event in batch.events)
         items, size = batch.items(self.framing)
         if self.queued + self._buffered + size > self.max_queue_bytes:
@@ -323,12 +331,14 @@ class Connection:
         after = self._after
         self.state = State.LIVE
         self._replayed_until = after
+        self._update_fast()
         for event in pending:
             if event.position > after:
                 self.push(event)
 
     def set_filter(self, event_filter: EventFilter) -> None:
         self.filter = None if event_filter.is_empty else event_filter
+        self._update_fast()
 
     # -------------------------------------------------------------------------------- the way out
     def flush(self) -> None:
@@ -369,6 +379,7 @@ class Connection:
             return
         self.cause, self.reason = cause, reason or cause.ending.reason
         self.state = State.CLOSING
+        self._fast = False
         queue = self._queue
         if flush and queue:  # past the high water too: a drain lets the last frames out anyway
             self.transport.write(queue)
@@ -377,6 +388,14 @@ class Connection:
         code = cause.code
         if code is not None:
             self.transport.close(code, self.reason)
+
+    def closing(self, cause: Cause) -> None:
+        """The transport is closing the connection itself (a protocol error it found): record why."""
+        if self.cause is None:
+            self.cause, self.reason = cause, cause.ending.reason
+        if self.state is not State.CLOSED:
+            self.state = State.CLOSING
+        self._fast = False
 
     def _drop_queue(self) -> None:
         self._queue = []
@@ -388,4 +407,5 @@ class Connection:
     def finished(self) -> None:
         """The client is gone (or our close completed): nothing more is written."""
         self.state = State.CLOSED
+        self._fast = False
         self._drop_queue()

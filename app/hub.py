@@ -291,7 +291,7 @@ class Hub:
             batch = FrameBatch(channel_events)
             for conn in conns:
                 try:
-                    if len(conn.channels) == 1:
+                    if conn.single:
                         queued += conn.push_batch(batch)
                     else:
                         several.add(conn)

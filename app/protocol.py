@@ -49,6 +49,10 @@ class Framing(Enum):
     MSGPACK = "msgpack"
     SSE = "sse"  # Server-Sent Events: ``id:`` and ``data:`` lines, JSON payload
 
+    # Members are singletons: hash by identity in C, not Enum's Python __hash__ (a dict key on the fan-out
+    # path, looked up once per subscriber and batch).
+    __hash__ = object.__hash__
+
     @property
     def joinable(self) -> bool:
         """Frames of this framing can be concatenated and written at once."""

@@ -252,10 +252,8 @@ class Session:
 
     def violation(self, cause: Cause) -> None:
         """The transport closed the connection for a protocol error it found (1007, 1009): count it so."""
-        conn = self.conn
-        if conn is not None and conn.cause is None:
-            conn.cause, conn.reason = cause, cause.ending.reason
-            conn.state = State.CLOSING
+        if self.conn is not None:
+            self.conn.closing(cause)
 
     def close(self, cause: Cause, reason: str | None = None) -> None:
         if self.conn is not None:
