@@ -33,9 +33,15 @@ OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2,
 CLOSE_NORMAL = 1000
 MAX_HANDSHAKE_BYTES = 65536
 
-# The bench publishes data {"bench": <phase>, "seq": <n>, "pad": "..."}; one regex reads phase, seq and the
-# envelope's ts (the last field, after data) without json.loads, in one pass over the frame.
-_BENCH_FRAME = re.compile(rb'"bench":\s*(\d+),\s*"seq":\s*(\d+).*"ts":\s*(-?[0-9.]+(?:[eE][-+]?\d+)?)', re.S)
+# The bench publishes data {"bench": <phase>, "seq": <n>[, "ts": <publisher clock>], "pad": "..."}; one regex
+# reads phase, seq and the time without json.loads, in one pass over the frame. The time is the publisher's
+# own "ts" right after seq when the body carries one (peer comparisons: the same clock for every server),
+# else the last "ts" of the frame (the gateway's envelope: the publish-accepted time).
+_NUMBER = rb"(-?[0-9.]+(?:[eE][-+]?\d+)?)"
+_BENCH_FRAME = re.compile(
+    rb'"bench":\s*(\d+),\s*"seq":\s*(\d+)(?:,\s*"ts":\s*' + _NUMBER + rb')?(?:.*"ts":\s*' + _NUMBER + rb")?",
+    re.S,
+)
 
 
 class HandshakeError(Exception):
@@ -52,6 +58,7 @@ class Phase:
     latency_sum_ms: float = 0.0
     latency_max_ms: float = 0.0
     event_ts: list[float] = field(default_factory=list)  # per seq: the event's publish timestamp (ms)
+    first_arrival: list[float] = field(default_factory=list)  # per seq: earliest arrival at any client (ms)
     last_arrival: list[float] = field(default_factory=list)  # per seq: latest arrival at any client (ms)
     arrivals: list[int] = field(default_factory=list)  # per seq: how many clients got it
     stray: int = 0  # frames of another phase or not published by the bench
@@ -60,6 +67,7 @@ class Phase:
         missing = size - len(self.event_ts)
         if missing > 0:
             self.event_ts.extend([0.0] * missing)
+            self.first_arrival.extend([0.0] * missing)
             self.last_arrival.extend([0.0] * missing)
             self.arrivals.extend([0] * missing)
 
@@ -69,8 +77,8 @@ class Tracker:
 
     __slots__ = ("closed", "dups", "last_by_stream", "max_seq", "ooo", "phase", "seen", "unique", "welcomed")
 
-    def __init__(self, phase: Phase) -> None:
-        self.welcomed = False
+    def __init__(self, phase: Phase, welcome: bool = True) -> None:
+        self.welcomed = not welcome  # a server without a welcome frame (a peer) sends events only
         self.closed = False
         self.reset(phase)
 
@@ -97,7 +105,11 @@ class Tracker:
             phase.stray += 1
             return
         seq = int(match.group(2))
-        ts = float(match.group(3))
+        stamp = match.group(3) or match.group(4)
+        if stamp is None:
+            phase.stray += 1
+            return
+        ts = float(stamp)
         seen = self.seen
         if seq >= len(seen):
             seen.extend(bytes(seq + 1024 - len(seen)))
@@ -119,6 +131,8 @@ class Tracker:
         if latency > phase.latency_max_ms:
             phase.latency_max_ms = latency
         phase.event_ts[seq] = ts
+        if not phase.arrivals[seq] or arrived_ms < phase.first_arrival[seq]:
+            phase.first_arrival[seq] = arrived_ms
         phase.arrivals[seq] += 1
         if arrived_ms > phase.last_arrival[seq]:
             phase.last_arrival[seq] = arrived_ms
@@ -141,15 +155,17 @@ class Target:
     path: str  # path and query, e.g. /ws/events?channels=bench
     secure: bool
     token: str | None = None
+    welcome: bool = True  # the server sends a welcome frame first (eventcast); a peer (nchan) does not
 
     @classmethod
-    def from_url(cls, url: str, token: str | None = None) -> Target:
+    def from_url(cls, url: str, token: str | None = None, welcome: bool = True) -> Target:
         parts = urlsplit(url)
         if parts.scheme not in ("ws", "wss"):
             raise ValueError(f"subscriber URL must be ws:// or wss://, got {url!r}")
         secure = parts.scheme == "wss"
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        return cls(parts.hostname or "127.0.0.1", parts.port or (443 if secure else 80), path, secure, token)
+        port = parts.port or (443 if secure else 80)
+        return cls(parts.hostname or "127.0.0.1", port, path, secure, token, welcome)
 
     def handshake(self, key: bytes) -> bytes:
         host = self.host if self.port in (80, 443) else f"{self.host}:{self.port}"
@@ -232,6 +248,9 @@ class RawClient(asyncio.Protocol):
                 return
             del buffer[: end + 4]
             self.upgraded = True
+            if not self.target.welcome:  # connected once upgraded: every frame after it is an event
+                self.live = True
+                self.welcome.set_result(None)
         used = self._parse(buffer, arrived)
         if used:
             del buffer[:used]
@@ -352,7 +371,9 @@ class LibraryClient:
         self.reader: asyncio.Task[None] | None = None
         self.closing: asyncio.Future[Any] | None = None
 
-    async def open(self, url: str, token: str | None, timeout: float, local_host: str | None) -> None:
+    async def open(
+        self, url: str, token: str | None, timeout: float, local_host: str | None, welcome: bool = True
+    ) -> None:
         from websockets.asyncio.client import connect
 
         headers = {"Authorization": f"Bearer {token}"} if token else None
@@ -365,8 +386,9 @@ class LibraryClient:
             ping_interval=None,
             local_addr=(local_host, 0) if local_host else None,
         )
-        first = await asyncio.wait_for(self.connection.recv(decode=False), timeout)
-        self.tracker.on_text(first, now_ms())
+        if welcome:
+            first = await asyncio.wait_for(self.connection.recv(decode=False), timeout)
+            self.tracker.on_text(first, now_ms())
         self.reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 
 from app.bench import stats
-from app.bench.publisher import HttpPublisher, event_body, padding_for
+from app.bench.publisher import HttpPublisher, padding_for
 from app.bench.server import ServerUnderTest
 from app.bench.workers import Collect, PhaseResult, StartPhase, WorkerPool
 
@@ -38,6 +38,9 @@ class PhaseOptions:
     event_timeout_s: float = 2.0  # paced mode: longest wait for every client to get one event
     drain_timeout_s: float = 5.0  # after publishing: longest wait for every client to catch up
     channel: str = "bench"
+    # Latency from the publisher's clock (the time the request was written, carried in the event) instead
+    # of the server's "ts" (the publish-accepted time): the same yardstick for servers that stamp nothing.
+    publisher_clock: bool = False
 
 
 class MemorySampler:
@@ -103,7 +106,7 @@ class CpuMeter:
     server: ServerUnderTest
     load_cpus: Sequence[int] | None = None
     _start: dict[int, float] = field(default_factory=dict)
-    _server_start: float | None = None
+    _server_start: tuple[float, float] | None = None
     _cores_start: list[tuple[float, float]] = field(default_factory=list)
     _wall: float = 0.0
 
@@ -118,7 +121,7 @@ class CpuMeter:
     def start(self) -> None:
         self._wall = time.monotonic()
         self._start = {pid: self._cpu(pid) for pid in [os.getpid(), *self.pool_pids]}
-        self._server_start = self.server.process_cpu_seconds()
+        self._server_start = self.server.process_cpu_times()
         self._cores_start = _busy_cpu_seconds(self.load_cpus or [])
 
     def _cores_busy_pct(self) -> float | None:
@@ -136,10 +139,12 @@ class CpuMeter:
         parent = load.pop(os.getpid(), 0.0)
         workers = list(load.values())
         cores_busy = self._cores_busy_pct()
-        server_now = self.server.process_cpu_seconds()
-        server_pct = server_cpu_s = None
+        server_now = self.server.process_cpu_times()
+        server_pct = server_cpu_s = server_user_s = server_sys_s = None
         if server_now is not None and self._server_start is not None:
-            server_cpu_s = max(0.0, server_now - self._server_start)
+            server_user_s = max(0.0, server_now[0] - self._server_start[0])
+            server_sys_s = max(0.0, server_now[1] - self._server_start[1])
+            server_cpu_s = server_user_s + server_sys_s
             server_pct = round(server_cpu_s / wall * 100.0, 1)
         busiest = max([parent, *workers])
         return {
@@ -151,6 +156,9 @@ class CpuMeter:
             "load_cpu_s": round(sum(used.values()), 4),
             "server_pct": server_pct,
             "server_cpu_s": None if server_cpu_s is None else round(server_cpu_s, 4),
+            # user: the server's own code; system: the kernel working for it (socket writes, loopback TCP)
+            "server_user_s": None if server_user_s is None else round(server_user_s, 4),
+            "server_sys_s": None if server_sys_s is None else round(server_sys_s, 4),
             "wall_s": round(wall, 4),
         }
 
@@ -180,6 +188,8 @@ def server_efficiency(figures: dict[str, Any]) -> dict[str, Any]:
         "measured_deliveries_per_s": figures["throughput"]["deliveries_per_s"],
         # per published event (a paced broadcast: what one fan-out to every client cost each side)
         "server_cpu_ms_per_event": round(cpu_s * 1e3 / events, 3) if cpu_s and events else None,
+        "server_user_ms_per_event": _per_event(cpu.get("server_user_s"), events),
+        "server_sys_ms_per_event": _per_event(cpu.get("server_sys_s"), events),
         "load_cpu_ms_per_event": round(load_s * 1e3 / events, 3) if load_s and events else None,
         # per HTTP request (the publish flood)
         "server_cpu_us_per_request": None if per_request is None else round(per_request, 1),
@@ -193,6 +203,10 @@ def server_efficiency(figures: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _per_event(seconds: float | None, events: int) -> float | None:
+    return round(seconds * 1e3 / events, 3) if seconds is not None and events else None
+
+
 def aggregate(results: Sequence[PhaseResult], expected: int, started_ms: float) -> dict[str, Any]:
     """Fold the workers' phase results into the step figures (delivery, latency, time to last, throughput)."""
     clients = sum(r.clients for r in results)
@@ -203,12 +217,16 @@ def aggregate(results: Sequence[PhaseResult], expected: int, started_ms: float) 
     latency_max = max((r.latency_max_ms for r in results), default=0.0)
     latency = stats.summarize_histogram(histogram, latency_max if unique else None, latency_sum)
     time_to_last: list[float] = []
+    time_to_first: list[float] = []
     last_arrival = 0.0
     for seq in range(expected):
         arrivals = sum(r.arrivals[seq] for r in results if seq < len(r.arrivals))
         ts = max((r.event_ts[seq] for r in results if seq < len(r.event_ts)), default=0.0)
         last = max((r.last_arrival[seq] for r in results if seq < len(r.last_arrival)), default=0.0)
+        firsts = [r.first_arrival[seq] for r in results if seq < len(r.first_arrival) and r.arrivals[seq]]
         last_arrival = max(last_arrival, last)
+        if firsts and ts > 0:
+            time_to_first.append(min(firsts) - ts)
         if clients and arrivals == clients and ts > 0:
             time_to_last.append(last - ts)
     window_s = max(1e-6, (last_arrival - started_ms) / 1000.0) if last_arrival else None
@@ -231,6 +249,8 @@ def aggregate(results: Sequence[PhaseResult], expected: int, started_ms: float) 
             **stats.summarize_samples(time_to_last).as_dict(),
             "complete_events": len(time_to_last),
         },
+        # the first client's arrival: what the server's fan-out costs before its first write reaches anyone
+        "time_to_first": stats.summarize_samples(time_to_first).as_dict(),
         "throughput": {
             "seconds": round(window_s, 4) if window_s else None,
             "deliveries_per_s": round(unique / window_s, 1) if window_s else None,
@@ -256,10 +276,15 @@ class PhaseRunner:
         self.pad = padding_for(options.event_bytes)
 
     def _publisher(self) -> HttpPublisher:
-        return HttpPublisher(self.server.publish_url, self.server.token)
+        return HttpPublisher(
+            self.server.publish_url, self.server.token, accepted=self.server.dialect.accepted
+        )
 
     def _body(self, phase_id: int, seqs: Sequence[int]) -> bytes:
-        return event_body(self.options.channel, phase_id, seqs, self.pad)
+        dialect = self.server.dialect
+        stamp = self.options.publisher_clock or not dialect.stamps
+        sent_ms = time.time() * 1000.0 if stamp else None
+        return dialect.body(self.options.channel, phase_id, seqs, self.pad, sent_ms)
 
     async def _wait(self, done: Callable[[], bool], timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -333,6 +358,9 @@ class PhaseRunner:
     async def sustained(self, seconds: float, rate: float | None, batch: int = 100) -> dict[str, Any]:
         """Publish for `seconds`: at `rate` events/s, or (rate None) as fast as the slowest client keeps up."""
 
+        if not self.server.dialect.batches:
+            batch = 1  # one event per request: the server takes no lists
+
         async def publish(phase_id: int) -> dict[str, Any]:
             publisher = self._publisher()
             clients = max(1, self.pool.read_progress().live)
@@ -366,10 +394,12 @@ class PhaseRunner:
                     sent += allowed
             finally:
                 await publisher.close()
+            elapsed = max(1e-6, time.monotonic() - started)
             return {
                 "events": sent,
                 "mode": "rate" if rate is not None else "flow-controlled",
                 "target_rate": rate,
+                "achieved_rate": round(sent / elapsed, 1),
                 "batch": batch if rate is not None else step,
                 "window": None if rate is not None else window,
                 "publish_retries": publisher.retries,
@@ -395,7 +425,7 @@ class PhaseRunner:
                 first = rounds[stream] * batch
                 seqs = [stream + concurrency * (first + k) for k in range(batch)]
                 status, _, latency = await publishers[stream].post(self._body(phase_id, seqs))
-                if status != 202:
+                if status not in self.server.dialect.accepted:
                     errors[f"HTTP {status}"] = errors.get(f"HTTP {status}", 0) + 1
                     return
                 rounds[stream] += 1

@@ -22,7 +22,7 @@ import psutil
 from app.bench import server as server_mod
 from app.bench import stats
 from app.bench.measure import MemorySampler, PhaseOptions, PhaseRunner
-from app.bench.server import ServerUnderTest, is_loopback, with_channel
+from app.bench.server import ServerUnderTest, is_loopback
 from app.bench.workers import CloseAll, Connect, ConnectResult, WorkerPool
 
 SCENARIOS = ("targets", "storm", "ramp", "sustained", "publish", "workers")
@@ -117,7 +117,7 @@ class ScenarioRunner:
         self.advance = advance
         self.memory = MemorySampler(server)
         self.phases = PhaseRunner(server, pool, config.phase, self.memory)
-        self.url = with_channel(server.ws_url, config.phase.channel)
+        self.url = server.dialect.subscribe_url(server.ws_url, config.phase.channel)
         self.sources = config.source_addresses(server.ws_url)
         self.clients = 0
         self.idle_rss: int | None = None
@@ -133,6 +133,7 @@ class ScenarioRunner:
             concurrency or self.config.connect_concurrency,
             self.sources,
             self.config.client,
+            self.server.dialect.welcome,
         )
         started = time.monotonic()
         results = await self.pool.connect(

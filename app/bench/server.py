@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import resource
 import shutil
 import signal
 import socket
+import string
 import subprocess
 import sys
 import tempfile
@@ -64,11 +67,57 @@ def parse_metric(text: str, name: str) -> float | None:
     return total
 
 
+EVENT_TYPE = "bench.tick"
+NCHAN_CONF = Path(__file__).with_name("peers") / "nchan.conf"
+NCHAN_MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How the bench talks to one kind of server: where subscribers connect, what a publish body is, which
+    answer accepts it, and whether the first frame is a welcome (the events stay the same bench data)."""
+
+    name: str
+    welcome: bool  # the first frame after the upgrade is a welcome, not an event
+    batches: bool  # one POST may carry a list of events
+    accepted: tuple[int, ...]  # HTTP statuses that mean "published"
+    stamps: bool = True  # the server stamps each event with its own "ts" (else the publisher's clock is used)
+
+    def subscribe_url(self, ws_url: str, channel: str) -> str:
+        if self.name == "nchan":
+            return ws_url.rstrip("/") + "/" + channel
+        return with_channel(ws_url, channel)
+
+    def body(
+        self, channel: str, phase_id: int, seqs: Sequence[int], pad: str, sent_ms: float | None = None
+    ) -> bytes:
+        """One event (one seq) or a batch. `data` keeps "bench", "seq" (and the publisher's "ts") first: the
+        client reads them with one regex. nchan delivers the body as is, so its body is the data alone."""
+
+        def data(seq: int) -> dict[str, object]:
+            item: dict[str, object] = {"bench": phase_id, "seq": seq}
+            if sent_ms is not None:
+                item["ts"] = round(sent_ms, 3)
+            item["pad"] = pad
+            return item
+
+        if self.name == "nchan":
+            if len(seqs) != 1:
+                raise ValueError("nchan takes one message per publish")
+            return json.dumps(data(seqs[0]), separators=(",", ":")).encode()
+        events = [{"channel": channel, "type": EVENT_TYPE, "data": data(seq)} for seq in seqs]
+        return json.dumps(events[0] if len(events) == 1 else events, separators=(",", ":")).encode()
+
+
+EVENTCAST_DIALECT = Dialect("eventcast", welcome=True, batches=True, accepted=(202,))
+NCHAN_DIALECT = Dialect("nchan", welcome=False, batches=False, accepted=(200, 201, 202), stamps=False)
+
+
 @dataclass
 class ServerUnderTest:
     """One server the scenarios run against."""
 
-    label: str  # "eventcast" or "baseline"
+    label: str  # "eventcast", "baseline" or a peer's name ("nginx+nchan")
     ws_url: str
     publish_url: str
     token: str | None = None
@@ -78,6 +127,8 @@ class ServerUnderTest:
     log_path: Path | None = None
     cpus: Sequence[int] | None = None
     has_metrics: bool = True
+    dialect: Dialect = EVENTCAST_DIALECT
+    workdir: Path | None = None  # a private directory the bench made for this server (removed on stop)
     _client: httpx.AsyncClient | None = field(default=None, repr=False)
 
     @property
@@ -114,15 +165,21 @@ class ServerUnderTest:
         return total
 
     def process_cpu_seconds(self) -> float | None:
+        split = self.process_cpu_times()
+        return None if split is None else split[0] + split[1]
+
+    def process_cpu_times(self) -> tuple[float, float] | None:
+        """(user, system) CPU seconds so far of the whole spawned process tree; None for a remote server."""
         tree = self._tree()
         if not tree:
             return None
-        total = 0.0
+        user = system = 0.0
         for proc in tree:
             with contextlib.suppress(psutil.Error):
                 times = proc.cpu_times()
-                total += times.user + times.system
-        return total
+                user += times.user
+                system += times.system
+        return user, system
 
     def worker_processes(self) -> list[psutil.Process]:
         """The processes that serve clients: the spawned process itself with one worker, uvicorn's spawned
@@ -233,6 +290,9 @@ class ServerUnderTest:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=5.0)
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
 
 
 def _spawn(
@@ -291,6 +351,39 @@ def spawn_baseline(cpus: Sequence[int] | None = None, port: int | None = None) -
     argv = [sys.executable, "-m", "app.bench.baseline", "--host", "127.0.0.1", "--port", str(port)]
     server = _spawn("baseline", argv, port, cpus, {})
     server.has_metrics = False
+    return server
+
+
+def nchan_missing() -> str | None:
+    """Why nginx + nchan cannot run here (None: it can)."""
+    if shutil.which("nginx") is None:
+        return "nginx not found on PATH (Debian: apt-get install nginx libnginx-mod-nchan; make system-deps)"
+    if not NCHAN_MODULE.exists():
+        return f"{NCHAN_MODULE} missing (Debian: apt-get install libnginx-mod-nchan; make system-deps)"
+    return None
+
+
+def spawn_nchan(cpus: Sequence[int] | None = None, port: int | None = None) -> ServerUnderTest:
+    """Start Debian's nginx with the nchan module, one worker, from the repo's config (app/bench/peers), on
+    127.0.0.1 and a free port, in a private directory."""
+    missing = nchan_missing()
+    if missing:
+        raise RuntimeError(missing)
+    port = port or free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="eventcast-bench-nchan-"))
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if nofile == resource.RLIM_INFINITY:
+        nofile = 1 << 20
+    config = string.Template(NCHAN_CONF.read_text()).substitute(dir=workdir, port=port, nofile=nofile)
+    (workdir / "nginx.conf").write_text(config)
+    argv = ["nginx", "-c", str(workdir / "nginx.conf"), "-p", str(workdir), "-e", str(workdir / "error.log")]
+    server = _spawn("nchan", argv, port, cpus, {})
+    server.label = "nginx+nchan"
+    server.ws_url = f"ws://127.0.0.1:{port}/sub"
+    server.publish_url = f"http://127.0.0.1:{port}/pub/bench"
+    server.has_metrics = False
+    server.dialect = NCHAN_DIALECT
+    server.workdir = workdir
     return server
 
 

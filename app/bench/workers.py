@@ -38,7 +38,8 @@ class Connect:
     timeout_s: float
     concurrency: int
     local_hosts: tuple[str, ...] = ()
-    client: str = "raw"  # raw | websockets
+    client: str = "raw"  # raw | picows | websockets
+    welcome: bool = True  # the server's first frame is a welcome (eventcast); a peer's is an event
 
 
 @dataclass
@@ -73,6 +74,7 @@ class PhaseResult:
     latency_sum_ms: float
     latency_max_ms: float
     event_ts: list[float]
+    first_arrival: list[float]
     last_arrival: list[float]
     arrivals: list[int]
 
@@ -113,7 +115,7 @@ class WorkerState:
         self.clients.discard(client)
 
     async def connect(self, command: Connect) -> ConnectResult:
-        target = Target.from_url(command.url, command.token)
+        target = Target.from_url(command.url, command.token, command.welcome)
         semaphore = asyncio.Semaphore(max(1, command.concurrency))
         failures: Counter[str] = Counter()
         durations: list[float] = []
@@ -126,13 +128,15 @@ class WorkerState:
                     if command.local_hosts
                     else None
                 )
-                tracker = Tracker(self.phase)
+                tracker = Tracker(self.phase, command.welcome)
                 started = time.perf_counter()
                 try:
                     if command.client == "websockets":
                         library = LibraryClient(tracker, self.lost_client)
                         await asyncio.wait_for(
-                            library.open(command.url, command.token, command.timeout_s, local),
+                            library.open(
+                                command.url, command.token, command.timeout_s, local, command.welcome
+                            ),
                             command.timeout_s,
                         )
                         client: Any = library
@@ -182,6 +186,7 @@ class WorkerState:
             latency_sum_ms=phase.latency_sum_ms,
             latency_max_ms=phase.latency_max_ms,
             event_ts=phase.event_ts[:expected],
+            first_arrival=phase.first_arrival[:expected],
             last_arrival=phase.last_arrival[:expected],
             arrivals=phase.arrivals[:expected],
         )
@@ -329,6 +334,7 @@ class WorkerPool:
                     max(1, template.concurrency // self.size),
                     template.local_hosts,
                     template.client,
+                    template.welcome,
                 )
                 asks.append(self._ask(pipe, command, timeout))
         return list(await asyncio.gather(*asks))
