@@ -5,10 +5,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # Debian packages the tests drive for real: redis-server (broker), prometheus + promtool (observability),
-# node + npm (tsc checks the Grafana dashboard against @grafana/schema), podman + runc + debootstrap (tests/image).
-SYSTEM_TOOLS := redis-server:redis-server prometheus:prometheus promtool:prometheus node:nodejs npm:npm podman:podman runc:runc debootstrap:debootstrap
+# node + npm (tsc checks the Grafana dashboard against @grafana/schema), podman + runc + debootstrap (tests/image),
+# nginx + its nchan module (the peer of `make bench-peers` and tests/bench).
+SYSTEM_TOOLS := redis-server:redis-server prometheus:prometheus promtool:prometheus node:nodejs npm:npm podman:podman runc:runc debootstrap:debootstrap nginx:nginx /usr/lib/nginx/modules/ngx_nchan_module.so:libnginx-mod-nchan
 
-.PHONY: run test lint typecheck pytest bench system-deps venv clean
+.PHONY: run test lint typecheck pytest bench bench-peers system-deps venv clean
 
 run: venv
 	$(BIN)/eventcast serve
@@ -31,6 +32,12 @@ bench: system-deps venv
 	  --max-clients 10000 --duration 10 --json docs/bench/results.json --plot docs/bench \
 	  --markdown docs/bench/table.md
 
+# eventcast against nginx + nchan, one worker each, 10,000 clients, 3 runs pinned and 3 unpinned; rewrites the
+# side-by-side section of docs/benchmarks.md (about 15 minutes on the 2-core machine).
+bench-peers: system-deps venv
+	$(BIN)/eventcast bench --peers nchan --runs 3 --pinning both --max-clients 10000 --storm-clients 1000 \
+	  --events 10 --json docs/bench/peers.json --doc docs/benchmarks.md
+
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -45,7 +52,7 @@ $(STAMP): pyproject.toml
 system-deps:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
 	  tool=$${pair%%:*}; pkg=$${pair##*:}; \
-	  command -v $$tool >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+	  case $$tool in /*) test -e $$tool ;; *) command -v $$tool >/dev/null 2>&1 ;; esac || missing="$$missing $$pkg"; \
 	done; \
 	missing=$$(echo $$missing | tr ' ' '\n' | sort -u | tr '\n' ' '); \
 	if [ -n "$${missing// /}" ]; then \

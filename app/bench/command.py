@@ -207,6 +207,8 @@ def bench(
     """Measure a gateway: connection time, broadcast latency, delivery, deliveries/s and memory."""
     if client not in CLIENTS:
         raise typer.BadParameter(f"--client must be one of {', '.join(CLIENTS)}")
+    if client == "picows" and importlib.util.find_spec("picows") is None:
+        raise typer.BadParameter("--client picows needs picows: pip install 'eventcast[bench]'")
     if peers is not None:
         peer_options = compare.PeerOptions(
             clients=max_clients or (200 if quick else 10_000),

@@ -116,6 +116,7 @@ class WorkerState:
 
     async def connect(self, command: Connect) -> ConnectResult:
         target = Target.from_url(command.url, command.token, command.welcome)
+        subscribe_url = command.url
         semaphore = asyncio.Semaphore(max(1, command.concurrency))
         failures: Counter[str] = Counter()
         durations: list[float] = []
@@ -140,6 +141,12 @@ class WorkerState:
                             command.timeout_s,
                         )
                         client: Any = library
+                    elif command.client == "picows":
+                        from app.bench.picows_client import open_picows
+
+                        client = await open_picows(
+                            subscribe_url, target, tracker, self.lost_client, command.timeout_s, local
+                        )
                     else:
                         client = await open_raw(target, tracker, self.lost_client, command.timeout_s, local)
                 except TimeoutError:
@@ -201,7 +208,8 @@ class WorkerState:
         for client in list(self.clients):  # whoever did not close in time is cut
             transport = getattr(client, "transport", None)
             if transport is not None:
-                transport.abort()
+                cut = getattr(transport, "abort", None) or transport.disconnect  # asyncio's or picows's
+                cut()
         self.clients.clear()
         return len(clients)
 

@@ -1,0 +1,92 @@
+"""`eventcast bench --peers` end to end: a real gateway and a real nginx + nchan, 50 clients, one run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.bench import compare
+from app.bench.server import nchan_missing
+
+
+@pytest.fixture(scope="module")
+def peers_report() -> dict[str, Any]:
+    if nchan_missing() and os.environ.get("CI") != "true":
+        pytest.skip(nchan_missing() or "")  # in CI `make system-deps` installs it, and a gap fails below
+    pinning = ("pinned",) if len(os.sched_getaffinity(0)) >= 2 else ("unpinned",)
+    options = compare.PeerOptions(
+        clients=50,
+        storm_clients=20,
+        events=5,
+        runs=1,
+        pinning=pinning,
+        step_s=0.5,
+        search_steps=4,
+        processes=1,
+    )
+    import asyncio
+
+    return asyncio.run(compare.execute(options))
+
+
+def test_both_servers_get_every_figure_from_the_same_run(peers_report: dict[str, Any]) -> None:
+    runs = {run["label"]: run for run in peers_report["runs"]}
+    assert set(runs) == {"eventcast", "nginx+nchan"}
+    for label, run in runs.items():
+        assert run["error"] is None, (label, run["error"])
+        assert run["connected"] == 50 and run["connect_failed"] == 0 and run["storm_failed"] == 0
+        assert run["broadcast_delivery"] == 1.0  # every single broadcast reached every client
+        broadcast = run["detail"]["broadcast"]
+        delivery = broadcast["delivery"]
+        assert delivery["lost"] == delivery["duplicated"] == delivery["out_of_order"] == 0
+        assert delivery["delivered"] == delivery["expected"] == 5 * 50
+        assert broadcast["time_to_last"]["complete_events"] == 5
+        assert 0 < run["time_to_first_ms"] <= run["time_to_last_ms"]
+        assert run["memory_per_idle_kb"] is not None and run["memory_per_idle_kb"] > 0
+        assert run["connect_all_s"] > 0 and run["storm_p99_ms"] > 0
+        assert (
+            run["server_user_ms_per_broadcast"] is not None and run["server_sys_ms_per_broadcast"] is not None
+        )
+        sustained = run["detail"]["sustained"]
+        assert 1 <= len(sustained["steps"]) <= 4  # bounded
+        for step in sustained["steps"]:  # every step is counted per client and per event
+            assert step["expected"] % step["clients"] == 0 and step["clients"] == 50
+            if step["failure"] is None:
+                assert step["delivered"] == step["expected"] and step["lost"] == 0 and step["p99_ms"] <= 150
+        if sustained["best"] is not None:
+            assert run["sustained_deliveries_per_s"] == sustained["best"]["rate"] * 50
+
+
+def test_the_table_goes_into_the_doc_between_its_markers(
+    peers_report: dict[str, Any], tmp_path: Path
+) -> None:
+    text = compare.markdown(peers_report)
+    assert "| figure | eventcast | nginx+nchan | eventcast / nginx+nchan |" in text
+    assert "memory per idle connection" in text and "50 clients connected and welcomed" in text
+    assert "issue" not in text.lower()
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\nintro\n")
+    compare.write_doc(doc, peers_report)
+    first = doc.read_text()
+    assert first.startswith("# Benchmarks\n\nintro\n") and first.count(compare.SECTION_START) == 1
+    doc.write_text(first + "\nafter\n")
+    compare.write_doc(doc, peers_report)  # rewritten in place, what is around it kept
+    second = doc.read_text()
+    assert second.count(compare.SECTION_START) == second.count(compare.SECTION_END) == 1
+    assert second.endswith("\nafter\n") and second.startswith("# Benchmarks\n\nintro\n")
+
+
+def test_summary_gives_median_and_spread() -> None:
+    runs = [
+        compare.PeerRun("eventcast", "unpinned", i, None, None, memory_per_idle_kb=value)
+        for i, value in enumerate((4.0, 5.0, 4.5))
+    ]
+    runs[2].busy["memory_per_idle_kb"] = True
+    options = compare.PeerOptions(runs=3, pinning=("unpinned",))
+    figure = compare.summarize(runs, options)["unpinned"]["eventcast"]["figures"]["memory_per_idle_kb"]
+    assert figure == {"median": 4.5, "min": 4.0, "max": 5.0, "runs": 3, "busy_runs": 1}
+    row = next(row for row in compare.ROWS if row.field == "memory_per_idle_kb")
+    assert compare._cell(figure, row) == "4.50 KB (4.00-5.00) [load busy in 1]"
