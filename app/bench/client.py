@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ctypes
 import hashlib
 import json
 import os
@@ -27,6 +28,7 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 from app.bench import stats
+from app.bench.fastcount import CTracker
 
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -200,9 +202,14 @@ def mask_frame(opcode: int, payload: bytes | bytearray) -> bytes:
 class RawClient(asyncio.Protocol):
     """One subscriber on a bare asyncio transport: handshake, frame parsing, ping replies."""
 
-    def __init__(self, target: Target, tracker: Tracker, on_lost: Callable[[RawClient], None]) -> None:
+    def __init__(
+        self, target: Target, tracker: Tracker | CTracker, on_lost: Callable[[RawClient], None]
+    ) -> None:
         self.target = target
         self.tracker = tracker
+        # with the C bookkeeping, one call counts every whole text frame of a receive buffer
+        self.counter: CTracker | None = tracker if isinstance(tracker, CTracker) else None
+        self.special = ctypes.c_int64()
         self.on_lost = on_lost
         self.transport: asyncio.Transport | None = None
         self.key = base64.b64encode(os.urandom(16))
@@ -230,7 +237,7 @@ class RawClient(asyncio.Protocol):
         buffer = self.buffer
         if self.upgraded and not buffer:
             # Fast path: whole frames straight from the bytes we were given, only the tail is copied.
-            used = self._parse(data, arrived)
+            used = self._parse(data, arrived) if self.counter is None else self._consume(data, arrived)
             if used < len(data):
                 buffer += data[used:]
             return
@@ -251,7 +258,7 @@ class RawClient(asyncio.Protocol):
             if not self.target.welcome:  # connected once upgraded: every frame after it is an event
                 self.live = True
                 self.welcome.set_result(None)
-        used = self._parse(buffer, arrived)
+        used = self._parse(buffer, arrived) if self.counter is None else self._consume(bytes(buffer), arrived)
         if used:
             del buffer[:used]
 
@@ -276,7 +283,9 @@ class RawClient(asyncio.Protocol):
         """Handle every complete frame in `buffer`; returns how many bytes were used."""
         size = len(buffer)
         pos = 0
-        on_frame = self.tracker.on_frame
+        tracker = self.tracker
+        assert isinstance(tracker, Tracker)  # the C counter takes _consume instead
+        on_frame = tracker.on_frame
         while size - pos >= 2:
             first = buffer[pos]
             length = buffer[pos + 1] & 0x7F
@@ -300,6 +309,41 @@ class RawClient(asyncio.Protocol):
                 self._frame(first & 0x80, first & 0x0F, buffer[pos + header : end], arrived)
             pos = end
         return pos
+
+    def _consume(self, data: bytes, arrived: float) -> int:
+        """`_parse` with the C counter: it counts the whole text frames and stops in front of any other frame
+        (welcome, ping, close, fragment), which Python handles before handing the rest back."""
+        counter = self.counter
+        assert counter is not None
+        consume, special, size = counter.consume_fn, self.special, len(data)
+        pos = 0
+        while pos < size:
+            pos = consume(counter.pointer, data, pos, size, arrived, ctypes.byref(special))
+            if pos < 0:
+                raise MemoryError("bench_consume")
+            if not special.value:
+                break
+            end = self._parse_one(data, pos, arrived)
+            if end == pos:
+                break
+            pos = end
+        return pos
+
+    def _parse_one(self, buffer: bytes, pos: int, arrived: float) -> int:
+        """Handle the one frame at `pos` in Python; returns where it ends (`pos` when it is incomplete)."""
+        size = len(buffer)
+        length = buffer[pos + 1] & 0x7F
+        header = 2
+        if length == 126:
+            length, header = int.from_bytes(buffer[pos + 2 : pos + 4], "big"), 4
+        elif length == 127:
+            length, header = int.from_bytes(buffer[pos + 2 : pos + 10], "big"), 10
+        end = pos + header + length
+        if end > size:
+            return pos
+        first = buffer[pos]
+        self._frame(first & 0x80, first & 0x0F, buffer[pos + header : end], arrived)
+        return end
 
     def _frame(self, fin: int, opcode: int, payload: bytes | bytearray, arrived: float) -> None:
         if opcode == OP_TEXT or opcode == OP_BINARY:
@@ -332,7 +376,7 @@ class RawClient(asyncio.Protocol):
 
 async def open_raw(
     target: Target,
-    tracker: Tracker,
+    tracker: Tracker | CTracker,
     on_lost: Callable[[RawClient], None],
     timeout: float,
     local_host: str | None = None,

@@ -11,9 +11,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from app.bench import compare
-from app.bench import report as report_mod
+from app.bench.checks import FAIL, server_checks
+from app.bench.console import render
+from app.bench.markdown import markdown_report
 from app.bench.measure import PhaseOptions
-from app.bench.run import RunOptions, planned_steps, run_sync
+from app.bench.run import RunOptions, planned_steps, run_sync, to_json
 from app.bench.scenarios import DEFAULT_SCENARIOS, SCENARIOS, BenchConfig
 
 
@@ -77,7 +79,7 @@ def run_peers(options: compare.PeerOptions, json_path: Path | None, doc: Path | 
     console.print(compare.markdown(result))
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(report_mod.to_json(result) + "\n")
+        json_path.write_text(to_json(result) + "\n")
         console.print(f"JSON written to {json_path}")
     if doc is not None:
         compare.write_doc(doc, result)
@@ -168,7 +170,7 @@ def bench(
     markdown: Annotated[
         Path | None,
         typer.Option(
-            help="Write the Markdown tables (first targets, key figures with ratios, issue-6 targets) here"
+            help="Write the Markdown tables (first targets, key figures with ratios, per-core targets) here"
         ),
     ] = None,
     processes: Annotated[
@@ -259,20 +261,22 @@ def bench(
 
         result = run_sync(options, advance)
         progress.update(task, completed=planned_steps(options), description="done")
-    report_mod.render(result, console)
+    render(result, console)
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(report_mod.to_json(result) + "\n")
+        json_path.write_text(to_json(result) + "\n")
         console.print(f"JSON written to {json_path}")
     if markdown is not None:
         markdown.parent.mkdir(parents=True, exist_ok=True)
-        markdown.write_text(report_mod.markdown_report(result))
+        markdown.write_text(markdown_report(result))
         console.print(f"Markdown tables written to {markdown}")
     if plot is not None:
         from app.bench.plot import write_charts
 
         for path in write_charts(result, plot):
             console.print(f"chart {path}")
-    failed = [c for s in result["servers"][:1] for c in (s.get("checks") or []) if c["status"] == "FAIL"]
+    failed = [
+        check for server in result["servers"][:1] for check in server_checks(server) if check.status == FAIL
+    ]
     if failed:
         raise typer.Exit(code=1)

@@ -366,7 +366,7 @@ class PhaseRunner:
             clients = max(1, self.pool.read_progress().live)
             # Events a client may lag behind, published in halves so the next batch is already queued while
             # the previous one is delivered. At most IN_FLIGHT deliveries are outstanding over all clients
-            # (150 ms at the 1M/s target, the issue's own latency bound): a bigger backlog would sit in the
+            # (150 ms at the 1M/s target, the sustained latency bound): a bigger backlog would sit in the
             # subscribers' socket buffers whenever the load generator is the slower side and show up as
             # latency the gateway did not add; a smaller one would publish in batches too small to coalesce.
             window = max(MIN_WINDOW, min(2000, IN_FLIGHT // clients))

@@ -1,5 +1,6 @@
 """The subscriber on picows (PyPI, Cython): the library parses frames in C and calls `on_ws_frame` once per
-frame; the bookkeeping stays the bench's `Tracker`, so its counts are the same as `RawClient`'s.
+frame; the bookkeeping stays the bench's `Tracker`, so its counts are the same as `RawClient`'s (the C `CTracker` when a compiler is there, one ctypes call per
+frame).
 
 Chosen with `--client picows`. docs/benchmarks.md ("The load generator") has the frames/s per core of each
 client on the same traffic (`python -m app.bench.framerate`).
@@ -14,12 +15,13 @@ from typing import Any
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 from app.bench.client import Target, Tracker, now_ms
+from app.bench.fastcount import CTracker
 
 
 class PicowsClient(WSListener):
     """One subscriber: text frames go to the tracker; picows answers pings itself."""
 
-    def __init__(self, tracker: Tracker, on_lost: Callable[[PicowsClient], None], welcome: bool) -> None:
+    def __init__(self, tracker: Tracker | CTracker, on_lost: Callable[[PicowsClient], None], welcome: bool) -> None:
         super().__init__()
         self.tracker = tracker
         self.on_lost = on_lost
@@ -73,7 +75,7 @@ class PicowsClient(WSListener):
 async def open_picows(
     url: str,
     target: Target,
-    tracker: Tracker,
+    tracker: Tracker | CTracker,
     on_lost: Callable[[PicowsClient], None],
     timeout: float,
     local_host: str | None = None,

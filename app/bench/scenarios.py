@@ -27,7 +27,7 @@ from app.bench.workers import CloseAll, Connect, ConnectResult, WorkerPool
 
 SCENARIOS = ("targets", "storm", "ramp", "sustained", "publish", "workers")
 DEFAULT_SCENARIOS = ("targets", "storm", "ramp", "sustained")
-WORKER_COUNTS = (1, 2)  # the `workers` scenario: issue 6's "2 workers on 2 cores vs 1 worker"
+WORKER_COUNTS = (1, 2)  # the `workers` scenario: "2 workers on 2 cores vs 1 worker"
 TARGET_STEPS = (1, 10, 20, 50, 100)
 RAMP_STEPS = (1, 10, 50, 100, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000)
 CLIENTS_PER_SOURCE_ADDRESS = 25000  # below the 28k ephemeral ports one source address has towards one port
@@ -475,7 +475,7 @@ def _cpu_seconds(processes: Sequence[psutil.Process]) -> list[float]:
 
 
 def scaling_ratios(one: dict[str, Any] | None, two: dict[str, Any] | None) -> dict[str, Any]:
-    """Issue 6's 2-workers-vs-1 figures from the two runs of the `workers` scenario.
+    """The 2-workers-vs-1 figures from the two runs of the `workers` scenario.
 
     `ratio_measured` = deliveries/s with 2 workers / with 1. `ratio_projected` = 2 x (server CPU us per
     delivery, 1 worker) / (server CPU us per delivery, 2 workers): what 2 workers with a core each would give

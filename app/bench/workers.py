@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from multiprocessing.sharedctypes import SynchronizedArray
 from typing import Any
 
+from app.bench import fastcount
 from app.bench.client import LibraryClient, Phase, Target, Tracker, open_raw
+from app.bench.fastcount import CPhase, CTracker
 
 PROGRESS_SLOTS = 3  # per worker: min max_seq, min unique count, live clients
 PROGRESS_INTERVAL_S = 0.02
@@ -107,14 +109,25 @@ class WorkerState:
     index: int
     progress: SynchronizedArray[Any]
     clients: set[Any] = field(default_factory=set)
-    phase: Phase = field(default_factory=Phase)
-    phase_trackers: list[Tracker] = field(default_factory=list)
+    phase: Phase | CPhase = field(default_factory=Phase)
+    phase_trackers: list[Any] = field(default_factory=list)  # Tracker, or CTracker with the C counter
     counter: int = 0
+    counting: str = "python"  # "c": raw and picows clients count in C (fastcount), from the first Connect
 
     def lost_client(self, client: Any) -> None:
         self.clients.discard(client)
 
+    def new_tracker(self, welcome: bool) -> Tracker | CTracker:
+        phase = self.phase
+        if isinstance(phase, CPhase):
+            return CTracker(phase, welcome)
+        return Tracker(phase, welcome)
+
     async def connect(self, command: Connect) -> ConnectResult:
+        if command.client in ("raw", "picows") and not self.clients and fastcount.available() is None:
+            self.counting = "c"
+            if not isinstance(self.phase, CPhase):
+                self.phase = CPhase(self.phase.phase_id, self.phase.streams)
         target = Target.from_url(command.url, command.token, command.welcome)
         subscribe_url = command.url
         semaphore = asyncio.Semaphore(max(1, command.concurrency))
@@ -129,10 +142,11 @@ class WorkerState:
                     if command.local_hosts
                     else None
                 )
-                tracker = Tracker(self.phase, command.welcome)
+                tracker = self.new_tracker(command.welcome)
                 started = time.perf_counter()
                 try:
                     if command.client == "websockets":
+                        assert isinstance(tracker, Tracker)
                         library = LibraryClient(tracker, self.lost_client)
                         await asyncio.wait_for(
                             library.open(
@@ -163,22 +177,54 @@ class WorkerState:
         return ConnectResult(durations, dict(failures), len(self.clients))
 
     def start_phase(self, command: StartPhase) -> None:
-        self.phase = Phase(phase_id=command.phase_id, streams=max(1, command.streams))
+        streams = max(1, command.streams)
+        if self.counting == "c":
+            self.phase = CPhase(command.phase_id, streams)
+        else:
+            self.phase = Phase(phase_id=command.phase_id, streams=streams)
         self.phase_trackers = [client.tracker for client in self.clients]
         for tracker in self.phase_trackers:
             tracker.reset(self.phase)
         self.publish_progress()
 
     def publish_progress(self) -> None:
-        live = [t for t in self.phase_trackers if not t.closed]
         base = self.index * PROGRESS_SLOTS
-        self.progress[base] = min((t.max_seq for t in live), default=1 << 62)
-        self.progress[base + 1] = min((t.unique for t in live), default=1 << 62)
-        self.progress[base + 2] = len(live)
+        if isinstance(self.phase, CPhase):
+            lowest_seq, lowest_unique, live_count = fastcount.progress(self.phase_trackers)
+        else:
+            live = [t for t in self.phase_trackers if not t.closed]
+            lowest_seq = min((t.max_seq for t in live), default=1 << 62)
+            lowest_unique = min((t.unique for t in live), default=1 << 62)
+            live_count = len(live)
+        self.progress[base] = lowest_seq
+        self.progress[base + 1] = lowest_unique
+        self.progress[base + 2] = live_count
 
     def collect(self, command: Collect) -> PhaseResult:
         phase, trackers = self.phase, self.phase_trackers
         expected = command.expected
+        if isinstance(phase, CPhase):
+            event_ts, first, last, arrivals, histogram, latency_sum, latency_max, stray = phase.export(
+                expected
+            )
+            lost = [t.lost(expected) for t in trackers]
+            return PhaseResult(
+                clients=len(trackers),
+                disconnected=sum(1 for t in trackers if t.closed),
+                expected=expected,
+                unique=sum(expected - n for n in lost),
+                duplicated=sum(t.dups for t in trackers),
+                out_of_order=sum(t.ooo for t in trackers),
+                lost=sum(lost),
+                stray=stray,
+                histogram=histogram,
+                latency_sum_ms=latency_sum,
+                latency_max_ms=latency_max,
+                event_ts=event_ts,
+                first_arrival=first,
+                last_arrival=last,
+                arrivals=arrivals,
+            )
         phase.grow(expected)
         return PhaseResult(
             clients=len(trackers),
