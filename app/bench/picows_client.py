@@ -21,7 +21,9 @@ from app.bench.fastcount import CTracker
 class PicowsClient(WSListener):
     """One subscriber: text frames go to the tracker; picows answers pings itself."""
 
-    def __init__(self, tracker: Tracker | CTracker, on_lost: Callable[[PicowsClient], None], welcome: bool) -> None:
+    def __init__(
+        self, tracker: Tracker | CTracker, on_lost: Callable[[PicowsClient], None], welcome: bool
+    ) -> None:
         super().__init__()
         self.tracker = tracker
         self.on_lost = on_lost
