@@ -41,6 +41,7 @@ from app.bench.workers import (
 )
 
 CLIENTS = ("raw", "picows")
+COUNTING = ("auto", "python")
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -136,6 +137,7 @@ class FrameRate:
     """One client implementation on the source's traffic."""
 
     client: str
+    counting: str  # auto: the C bookkeeping (fastcount); python: the Tracker
     clients: int
     frames_per_client: int
     frames: int  # counted by the bench's bookkeeping
@@ -144,12 +146,19 @@ class FrameRate:
     out_of_order: int
     wall_s: float
     load_cpu_s: float
+    load_user_s: float  # the process's own work: Python, the WebSocket layer, the bookkeeping
+    load_sys_s: float  # the kernel's for it: receiving from the socket
     frames_per_s: float  # wall clock
     frames_per_cpu_s: float  # per core of the load process's CPU
 
 
 async def measure(
-    client: str, clients: int, frames: int, source_cpus: Sequence[int] | None, load_cpus: Sequence[int] | None
+    client: str,
+    clients: int,
+    frames: int,
+    source_cpus: Sequence[int] | None,
+    load_cpus: Sequence[int] | None,
+    counting: str = "auto",
 ) -> FrameRate:
     """Connect `clients` of one implementation to a fresh source, send, and count."""
     context = multiprocessing.get_context("spawn")
@@ -164,7 +173,9 @@ async def measure(
             raise RuntimeError("frame source did not start")
         parent.recv()
         url = f"ws://127.0.0.1:{port}/"
-        [connected] = await pool.connect(clients, Connect(clients, url, None, 10.0, 200, (), client))
+        [connected] = await pool.connect(
+            clients, Connect(clients, url, None, 10.0, 200, (), client, True, counting)
+        )
         if connected.live != clients:
             raise RuntimeError(f"{clients - connected.live} clients failed: {connected.failures}")
         phase_id = int(time.time()) % 100000
@@ -181,7 +192,8 @@ async def measure(
             await asyncio.sleep(0.005)
         wall = time.monotonic() - started
         after = worker.cpu_times()
-        cpu = (after.user - before.user) + (after.system - before.system)
+        user, system = after.user - before.user, after.system - before.system
+        cpu = user + system
         [result] = await pool.broadcast(Collect(frames))
         assert isinstance(result, PhaseResult)
         await pool.broadcast(CloseAll(), timeout=60.0)
@@ -194,6 +206,7 @@ async def measure(
     counted = result.unique
     return FrameRate(
         client=client,
+        counting=counting,
         clients=clients,
         frames_per_client=frames,
         frames=counted,
@@ -202,6 +215,8 @@ async def measure(
         out_of_order=result.out_of_order,
         wall_s=round(wall, 3),
         load_cpu_s=round(cpu, 3),
+        load_user_s=round(user, 3),
+        load_sys_s=round(system, 3),
         frames_per_s=round(counted / wall) if wall else 0.0,
         frames_per_cpu_s=round(counted / cpu) if cpu else 0.0,
     )
@@ -214,9 +229,15 @@ def plan_cpus() -> tuple[list[int] | None, list[int] | None]:
     return available[:1], available[1:2]
 
 
-async def measure_all(clients: int, frames: int, kinds: Sequence[str] = CLIENTS) -> list[FrameRate]:
+async def measure_all(
+    clients: int, frames: int, kinds: Sequence[str] = CLIENTS, countings: Sequence[str] = ("auto",)
+) -> list[FrameRate]:
     source_cpus, load_cpus = plan_cpus()
-    return [await measure(kind, clients, frames, source_cpus, load_cpus) for kind in kinds]
+    return [
+        await measure(kind, clients, frames, source_cpus, load_cpus, counting)
+        for counting in countings
+        for kind in kinds
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -224,16 +245,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--frames", type=int, default=20_000, help="frames per client")
     parser.add_argument("--client", action="append", choices=CLIENTS, help="default: every implementation")
+    parser.add_argument(
+        "--counting",
+        action="append",
+        choices=COUNTING,
+        help="bookkeeping in C (auto) or Python; default: auto",
+    )
     parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args(argv)
     raise_file_limit()
     rows: list[dict[str, Any]] = []
     for _ in range(args.repeat):
-        for rate in asyncio.run(measure_all(args.clients, args.frames, args.client or CLIENTS)):
+        countings = args.counting or ["auto"]
+        for rate in asyncio.run(measure_all(args.clients, args.frames, args.client or CLIENTS, countings)):
             rows.append(asdict(rate))
             print(
-                f"{rate.client:>7}: {rate.frames:,} frames to {rate.clients} clients in {rate.wall_s:.2f} s, "
-                f"load process CPU {rate.load_cpu_s:.2f} s: {rate.frames_per_cpu_s:,.0f} frames per CPU second "
+                f"{rate.client:>7} ({rate.counting} counting): {rate.frames:,} frames to {rate.clients} clients in {rate.wall_s:.2f} s, "
+                f"load process CPU {rate.load_cpu_s:.2f} s (user {rate.load_user_s:.2f}, system "
+                f"{rate.load_sys_s:.2f}): {rate.frames_per_cpu_s:,.0f} frames per CPU second "
                 f"({rate.frames_per_s:,.0f}/s wall); lost {rate.lost}, duplicated {rate.duplicated}, "
                 f"out of order {rate.out_of_order}",
                 flush=True,

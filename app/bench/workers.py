@@ -42,6 +42,7 @@ class Connect:
     local_hosts: tuple[str, ...] = ()
     client: str = "raw"  # raw | picows | websockets
     welcome: bool = True  # the server's first frame is a welcome (eventcast); a peer's is an event
+    counting: str = "auto"  # auto: in C (fastcount) when it builds, for raw and picows; python: the Tracker
 
 
 @dataclass
@@ -124,7 +125,8 @@ class WorkerState:
         return Tracker(phase, welcome)
 
     async def connect(self, command: Connect) -> ConnectResult:
-        if command.client in ("raw", "picows") and not self.clients and fastcount.available() is None:
+        wants_c = command.client in ("raw", "picows") and command.counting == "auto"
+        if wants_c and not self.clients and fastcount.available() is None:
             self.counting = "c"
             if not isinstance(self.phase, CPhase):
                 self.phase = CPhase(self.phase.phase_id, self.phase.streams)
@@ -389,6 +391,7 @@ class WorkerPool:
                     template.local_hosts,
                     template.client,
                     template.welcome,
+                    template.counting,
                 )
                 asks.append(self._ask(pipe, command, timeout))
         return list(await asyncio.gather(*asks))
