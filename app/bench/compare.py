@@ -90,6 +90,7 @@ class PeerRun:
     load_cpu_ms_per_broadcast: float | None = None
     sustained_deliveries_per_s: float | None = None
     sustained_p99_ms: float | None = None
+    sustained_note: str | None = None  # why no rate passed, when none did
     busy: dict[str, bool] = field(default_factory=dict)  # figure -> the load generator was busy measuring it
     error: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)  # the raw phases (JSON only)
@@ -232,6 +233,8 @@ async def measure_server(
             search = await search_sustained(runner, pool, options)
             entry.sustained_deliveries_per_s = search["deliveries_per_s"]
             entry.sustained_p99_ms = search["p99_ms"]
+            if search["best"] is None and search["failed"] is not None:
+                entry.sustained_note = f"{search['failed']['rate']:g} events/s: {search['failed']['failure']}"
             entry.busy["sustained_deliveries_per_s"] = bool(search["load_limited"])
             entry.detail = {"storm": storm, "connect": connect, "memory": memory, "broadcast": broadcast}
             entry.detail["sustained"] = search
@@ -330,6 +333,7 @@ def summarize(runs: Sequence[PeerRun], options: PeerOptions) -> dict[str, Any]:
             mode[label] = {
                 "figures": figures,
                 "errors": [run.error for run in mine if run.error],
+                "no_sustained_rate": [run.sustained_note for run in mine if run.sustained_note],
                 "incomplete_runs": sum(
                     1
                     for run in mine
