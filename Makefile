@@ -6,8 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # Debian packages the tests drive for real: redis-server (broker), prometheus + promtool (observability),
 # node + npm (tsc checks the Grafana dashboard against @grafana/schema), podman + runc + debootstrap (tests/image),
-# nginx + its nchan module (the peer of `make bench-peers` and tests/bench).
-SYSTEM_TOOLS := redis-server:redis-server prometheus:prometheus promtool:prometheus node:nodejs npm:npm podman:podman runc:runc debootstrap:debootstrap nginx:nginx /usr/lib/nginx/modules/ngx_nchan_module.so:libnginx-mod-nchan
+# nginx + its nchan module (the peer of `make bench-peers` and tests/bench), a C compiler (the bench's frame counter).
+SYSTEM_TOOLS := redis-server:redis-server prometheus:prometheus promtool:prometheus node:nodejs npm:npm podman:podman runc:runc debootstrap:debootstrap nginx:nginx /usr/lib/nginx/modules/ngx_nchan_module.so:libnginx-mod-nchan cc:gcc
 
 .PHONY: run test lint typecheck pytest bench bench-peers system-deps venv clean
 
