@@ -32,10 +32,10 @@ bench: system-deps venv
 	  --max-clients 10000 --duration 10 --json docs/bench/results.json --plot docs/bench \
 	  --markdown docs/bench/table.md
 
-# eventcast against nginx + nchan, one worker each, 10,000 clients, 3 runs pinned and 3 unpinned; rewrites the
-# side-by-side section of docs/benchmarks.md (about 15 minutes on the 2-core machine).
+# eventcast against nginx + nchan and socket.io, one worker each, 10,000 clients, 3 runs pinned and 3 unpinned;
+# rewrites the side-by-side section of docs/benchmarks.md (see there for how long it takes).
 bench-peers: system-deps venv
-	$(BIN)/eventcast bench --peers nchan --runs 3 --pinning both --max-clients 10000 --storm-clients 1000 \
+	$(BIN)/eventcast bench --peers nchan,socketio --runs 3 --pinning both --max-clients 10000 --storm-clients 1000 \
 	  --events 10 --json docs/bench/peers.json --doc docs/benchmarks.md
 
 venv: $(STAMP)

@@ -77,10 +77,11 @@ class Phase:
 class Tracker:
     """Per-client delivery bookkeeping for the current phase."""
 
-    __slots__ = ("closed", "dups", "last_by_stream", "max_seq", "ooo", "phase", "seen", "unique", "welcomed")
+    __slots__ = ("closed", "dups", "last_by_stream", "max_seq", "ooo", "phase", "preamble", "seen", "unique")
 
-    def __init__(self, phase: Phase, welcome: bool = True) -> None:
-        self.welcomed = not welcome  # a server without a welcome frame (a peer) sends events only
+    def __init__(self, phase: Phase, welcome: int = 1) -> None:
+        # frames before the first event: eventcast's welcome (1), none (nchan), socket.io's open and connect (2)
+        self.preamble = int(welcome)
         self.closed = False
         self.reset(phase)
 
@@ -98,8 +99,8 @@ class Tracker:
 
     def on_frame(self, buffer: bytes | bytearray, start: int, end: int, arrived_ms: float) -> None:
         """A text frame whose payload is ``buffer[start:end]`` (read in place: no copy per frame)."""
-        if not self.welcomed:
-            self.welcomed = True  # the first frame is the welcome
+        if self.preamble:
+            self.preamble -= 1  # a welcome frame, not an event
             return
         match = _BENCH_FRAME.search(buffer, start, end)
         phase = self.phase
@@ -139,6 +140,10 @@ class Tracker:
         if arrived_ms > phase.last_arrival[seq]:
             phase.last_arrival[seq] = arrived_ms
 
+    @property
+    def welcomed(self) -> bool:
+        return self.preamble == 0
+
     def lost(self, expected: int) -> int:
         """Events 0..expected-1 this client never received."""
         return expected - sum(self.seen[:expected])
@@ -157,17 +162,20 @@ class Target:
     path: str  # path and query, e.g. /ws/events?channels=bench
     secure: bool
     token: str | None = None
-    welcome: bool = True  # the server sends a welcome frame first (eventcast); a peer (nchan) does not
+    welcome: int = (
+        1  # frames the server sends before events: a welcome (eventcast), none (nchan), 2 (socket.io)
+    )
+    greeting: bytes = b""  # a text frame to send once upgraded (socket.io's "40", joining its namespace)
 
     @classmethod
-    def from_url(cls, url: str, token: str | None = None, welcome: bool = True) -> Target:
+    def from_url(cls, url: str, token: str | None = None, welcome: int = 1, greeting: bytes = b"") -> Target:
         parts = urlsplit(url)
         if parts.scheme not in ("ws", "wss"):
             raise ValueError(f"subscriber URL must be ws:// or wss://, got {url!r}")
         secure = parts.scheme == "wss"
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         port = parts.port or (443 if secure else 80)
-        return cls(parts.hostname or "127.0.0.1", port, path, secure, token, welcome)
+        return cls(parts.hostname or "127.0.0.1", port, path, secure, token, welcome, greeting)
 
     def handshake(self, key: bytes) -> bytes:
         host = self.host if self.port in (80, 443) else f"{self.host}:{self.port}"
@@ -255,6 +263,8 @@ class RawClient(asyncio.Protocol):
                 return
             del buffer[: end + 4]
             self.upgraded = True
+            if self.target.greeting and self.transport is not None:
+                self.transport.write(mask_frame(OP_TEXT, self.target.greeting))
             if not self.target.welcome:  # connected once upgraded: every frame after it is an event
                 self.live = True
                 self.welcome.set_result(None)
@@ -349,7 +359,7 @@ class RawClient(asyncio.Protocol):
         if opcode == OP_TEXT or opcode == OP_BINARY:
             if fin:
                 self.tracker.on_text(payload, arrived)
-                if not self.welcome.done():
+                if not self.welcome.done() and self.tracker.welcomed:
                     self.welcome.set_result(None)
                     self.live = True
             else:
@@ -416,7 +426,13 @@ class LibraryClient:
         self.closing: asyncio.Future[Any] | None = None
 
     async def open(
-        self, url: str, token: str | None, timeout: float, local_host: str | None, welcome: bool = True
+        self,
+        url: str,
+        token: str | None,
+        timeout: float,
+        local_host: str | None,
+        welcome: int = 1,
+        greeting: bytes = b"",
     ) -> None:
         from websockets.asyncio.client import connect
 
@@ -430,7 +446,9 @@ class LibraryClient:
             ping_interval=None,
             local_addr=(local_host, 0) if local_host else None,
         )
-        if welcome:
+        if greeting:
+            await self.connection.send(greeting.decode())
+        for _ in range(welcome):
             first = await asyncio.wait_for(self.connection.recv(decode=False), timeout)
             self.tracker.on_text(first, now_ms())
         self.reader = asyncio.create_task(self._read())

@@ -42,7 +42,7 @@ typedef struct {
     int64_t dups;
     int64_t ooo;
     int64_t max_seq;
-    int64_t welcomed;
+    int64_t preamble; /* frames still to come before events (a welcome): not counted */
     int64_t closed;
     int64_t last_by_stream[MAX_STREAMS];
 } client_t;
@@ -104,10 +104,10 @@ int bench_phase_export(phase_t *phase, int64_t expected, double *event_ts, doubl
     return 0;
 }
 
-client_t *bench_client_new(int64_t welcome) {
+client_t *bench_client_new(int64_t preamble) {
     client_t *client = calloc(1, sizeof(client_t));
     if (client == NULL) return NULL;
-    client->welcomed = welcome ? 0 : 1;
+    client->preamble = preamble > 0 ? preamble : 0;
     client->max_seq = -1;
     return client;
 }
@@ -140,7 +140,7 @@ void bench_client_stats(const client_t *client, int64_t expected, int64_t *out) 
     out[2] = client->ooo;
     out[3] = client->max_seq;
     out[4] = expected - seen;
-    out[5] = client->welcomed;
+    out[5] = client->preamble == 0;
     out[6] = client->closed;
 }
 
@@ -242,8 +242,8 @@ static int64_t bucket_of(double latency_ms) {
 
 /* One text frame's payload: Tracker.on_frame. Returns -1 when memory ran out. */
 int bench_account(client_t *client, const uint8_t *payload, int64_t length, double arrived_ms) {
-    if (!client->welcomed) {
-        client->welcomed = 1; /* the first frame is the welcome */
+    if (client->preamble > 0) {
+        client->preamble--; /* a welcome frame, not an event */
         return 0;
     }
     phase_t *phase = client->phase;
@@ -340,7 +340,7 @@ int64_t bench_consume(client_t *client, const uint8_t *buf, int64_t start, int64
             header = 10;
         }
         if (length < 0 || length > size - pos - header) break;
-        if (first != 0x81 || buf[pos + 1] & 0x80 || !client->welcomed) {
+        if (first != 0x81 || buf[pos + 1] & 0x80 || client->preamble > 0) {
             *special = 1;
             break;
         }

@@ -149,9 +149,9 @@ class CTracker:
 
     __slots__ = ("_stats", "consume_fn", "phase", "pointer")
 
-    def __init__(self, phase: CPhase, welcome: bool = True) -> None:
+    def __init__(self, phase: CPhase, welcome: int = 1) -> None:
         lib = library()
-        self.pointer: int = lib.bench_client_new(1 if welcome else 0)
+        self.pointer: int = lib.bench_client_new(int(welcome))
         if not self.pointer:
             raise MemoryError("bench_client_new")
         self._stats = (_I64 * 7)()

@@ -22,12 +22,17 @@ class PicowsClient(WSListener):
     """One subscriber: text frames go to the tracker; picows answers pings itself."""
 
     def __init__(
-        self, tracker: Tracker | CTracker, on_lost: Callable[[PicowsClient], None], welcome: bool
+        self,
+        tracker: Tracker | CTracker,
+        on_lost: Callable[[PicowsClient], None],
+        welcome: int,
+        greeting: bytes = b"",
     ) -> None:
         super().__init__()
         self.tracker = tracker
         self.on_lost = on_lost
         self.expect_welcome = welcome
+        self.greeting = greeting
         self.transport: WSTransport | None = None
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.fragments: bytearray | None = None
@@ -35,6 +40,8 @@ class PicowsClient(WSListener):
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
+        if self.greeting:
+            transport.send(WSMsgType.TEXT, self.greeting)
         if not self.expect_welcome:
             self.ready.set_result(None)
 
@@ -58,7 +65,7 @@ class PicowsClient(WSListener):
 
     def _text(self, payload: bytes) -> None:
         self.tracker.on_text(payload, now_ms())
-        if not self.ready.done():
+        if not self.ready.done() and self.tracker.welcomed:
             self.ready.set_result(None)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
@@ -88,7 +95,7 @@ async def open_picows(
 
     async def run() -> PicowsClient:
         transport, listener = await ws_connect(
-            lambda: PicowsClient(tracker, on_lost, target.welcome),
+            lambda: PicowsClient(tracker, on_lost, target.welcome, target.greeting),
             url,
             websocket_handshake_timeout=timeout,
             extra_headers=headers,

@@ -134,6 +134,7 @@ class ScenarioRunner:
             self.sources,
             self.config.client,
             self.server.dialect.welcome,
+            greeting=self.server.dialect.greeting,
         )
         started = time.monotonic()
         results = await self.pool.connect(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import resource
@@ -70,22 +71,27 @@ def parse_metric(text: str, name: str) -> float | None:
 EVENT_TYPE = "bench.tick"
 NCHAN_CONF = Path(__file__).with_name("peers") / "nchan.conf"
 NCHAN_MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
+SOCKETIO_DIR = Path(__file__).with_name("peers") / "socketio"
+NPM_TIMEOUT_S = 300.0
 
 
 @dataclass(frozen=True)
 class Dialect:
     """How the bench talks to one kind of server: where subscribers connect, what a publish body is, which
-    answer accepts it, and whether the first frame is a welcome (the events stay the same bench data)."""
+    answer accepts it, and which frames come before the events (the events stay the same bench data)."""
 
     name: str
-    welcome: bool  # the first frame after the upgrade is a welcome, not an event
+    welcome: int  # frames after the upgrade before events: a welcome (1), none (0), open + connect (2)
     batches: bool  # one POST may carry a list of events
     accepted: tuple[int, ...]  # HTTP statuses that mean "published"
     stamps: bool = True  # the server stamps each event with its own "ts" (else the publisher's clock is used)
+    greeting: bytes = b""  # a text frame each subscriber sends once upgraded
 
     def subscribe_url(self, ws_url: str, channel: str) -> str:
         if self.name == "nchan":
             return ws_url.rstrip("/") + "/" + channel
+        if self.name == "socketio":  # one namespace, every client gets every event
+            return ws_url.rstrip("/") + "/socket.io/?EIO=4&transport=websocket"
         return with_channel(ws_url, channel)
 
     def body(
@@ -101,16 +107,21 @@ class Dialect:
             item["pad"] = pad
             return item
 
-        if self.name == "nchan":
+        if not self.batches:
             if len(seqs) != 1:
-                raise ValueError("nchan takes one message per publish")
+                raise ValueError(f"{self.name} takes one message per publish")
             return json.dumps(data(seqs[0]), separators=(",", ":")).encode()
         events = [{"channel": channel, "type": EVENT_TYPE, "data": data(seq)} for seq in seqs]
         return json.dumps(events[0] if len(events) == 1 else events, separators=(",", ":")).encode()
 
 
-EVENTCAST_DIALECT = Dialect("eventcast", welcome=True, batches=True, accepted=(202,))
-NCHAN_DIALECT = Dialect("nchan", welcome=False, batches=False, accepted=(200, 201, 202), stamps=False)
+EVENTCAST_DIALECT = Dialect("eventcast", welcome=1, batches=True, accepted=(202,))
+NCHAN_DIALECT = Dialect("nchan", welcome=0, batches=False, accepted=(200, 201, 202), stamps=False)
+# engine.io's open packet, then the namespace's connect answer to the client's "40"; events come as
+# 42["event",{...}], whose data the bench reads as from any other server
+SOCKETIO_DIALECT = Dialect(
+    "socketio", welcome=2, batches=False, accepted=(202,), stamps=False, greeting=b"40"
+)
 
 
 @dataclass
@@ -129,6 +140,7 @@ class ServerUnderTest:
     has_metrics: bool = True
     dialect: Dialect = EVENTCAST_DIALECT
     workdir: Path | None = None  # a private directory the bench made for this server (removed on stop)
+    companions: list[RedisProcess] = field(default_factory=list)  # what it needs, stopped after it
     _client: httpx.AsyncClient | None = field(default=None, repr=False)
 
     @property
@@ -293,6 +305,9 @@ class ServerUnderTest:
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
+        companions, self.companions = self.companions, []
+        for companion in companions:
+            await companion.stop()
 
 
 def _spawn(
@@ -384,6 +399,58 @@ def spawn_nchan(cpus: Sequence[int] | None = None, port: int | None = None) -> S
     server.has_metrics = False
     server.dialect = NCHAN_DIALECT
     server.workdir = workdir
+    return server
+
+
+def socketio_missing() -> str | None:
+    """Why the socket.io peer cannot run here (None: it can)."""
+    for tool, package in (("node", "nodejs"), ("npm", "npm"), ("redis-server", "redis-server")):
+        if shutil.which(tool) is None:
+            return f"{tool} not found on PATH (Debian: apt-get install {package}; make system-deps)"
+    return None
+
+
+def socketio_modules() -> Path:
+    """The socket.io peer's npm packages (app/bench/peers/socketio/package.json), installed once into the
+    bench's cache directory (named after package.json's hash) with npm; returns its node_modules."""
+    manifest = (SOCKETIO_DIR / "package.json").read_bytes()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    target = Path(base) / "eventcast-bench" / f"socketio-{hashlib.sha256(manifest).hexdigest()[:16]}"
+    modules = target / "node_modules"
+    if (modules / ".eventcast-complete").exists():
+        return modules
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "package.json").write_bytes(manifest)
+    done = subprocess.run(
+        ["npm", "install", "--no-audit", "--no-fund", "--omit=dev", "--loglevel=error"],
+        cwd=target,
+        capture_output=True,
+        text=True,
+        timeout=NPM_TIMEOUT_S,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"npm install for the socket.io peer failed: {done.stderr[-500:]}")
+    (modules / ".eventcast-complete").write_text("")
+    return modules
+
+
+def spawn_socketio(cpus: Sequence[int] | None = None, port: int | None = None) -> ServerUnderTest:
+    """Start socket.io 4 with @socket.io/redis-adapter (one Node process, app/bench/peers/socketio/server.js)
+    on 127.0.0.1 and a free port, with a throwaway redis-server for its adapter."""
+    missing = socketio_missing()
+    if missing:
+        raise RuntimeError(missing)
+    modules = socketio_modules()
+    redis = spawn_redis()
+    port = port or free_port()
+    env = {"PORT": str(port), "REDIS_URL": redis.url, "NODE_PATH": str(modules), "NODE_ENV": "production"}
+    server = _spawn("socketio", ["node", str(SOCKETIO_DIR / "server.js")], port, cpus, env)
+    server.label = "socket.io"
+    server.ws_url = f"ws://127.0.0.1:{port}"
+    server.publish_url = f"http://127.0.0.1:{port}/pub/bench"
+    server.has_metrics = False
+    server.dialect = SOCKETIO_DIALECT
+    server.companions = [redis]
     return server
 
 

@@ -41,8 +41,9 @@ class Connect:
     concurrency: int
     local_hosts: tuple[str, ...] = ()
     client: str = "raw"  # raw | picows | websockets
-    welcome: bool = True  # the server's first frame is a welcome (eventcast); a peer's is an event
+    welcome: int = 1  # frames before the events: eventcast's welcome, none (nchan), two (socket.io)
     counting: str = "auto"  # auto: in C (fastcount) when it builds, for raw and picows; python: the Tracker
+    greeting: bytes = b""  # a text frame each client sends once upgraded (socket.io joins its namespace)
 
 
 @dataclass
@@ -118,7 +119,7 @@ class WorkerState:
     def lost_client(self, client: Any) -> None:
         self.clients.discard(client)
 
-    def new_tracker(self, welcome: bool) -> Tracker | CTracker:
+    def new_tracker(self, welcome: int) -> Tracker | CTracker:
         phase = self.phase
         if isinstance(phase, CPhase):
             return CTracker(phase, welcome)
@@ -130,7 +131,7 @@ class WorkerState:
             self.counting = "c"
             if not isinstance(self.phase, CPhase):
                 self.phase = CPhase(self.phase.phase_id, self.phase.streams)
-        target = Target.from_url(command.url, command.token, command.welcome)
+        target = Target.from_url(command.url, command.token, command.welcome, command.greeting)
         subscribe_url = command.url
         semaphore = asyncio.Semaphore(max(1, command.concurrency))
         failures: Counter[str] = Counter()
@@ -152,7 +153,12 @@ class WorkerState:
                         library = LibraryClient(tracker, self.lost_client)
                         await asyncio.wait_for(
                             library.open(
-                                command.url, command.token, command.timeout_s, local, command.welcome
+                                command.url,
+                                command.token,
+                                command.timeout_s,
+                                local,
+                                command.welcome,
+                                command.greeting,
                             ),
                             command.timeout_s,
                         )
@@ -392,6 +398,7 @@ class WorkerPool:
                     template.client,
                     template.welcome,
                     template.counting,
+                    template.greeting,
                 )
                 asks.append(self._ask(pipe, command, timeout))
         return list(await asyncio.gather(*asks))

@@ -9,13 +9,14 @@ from typing import Any
 import pytest
 
 from app.bench import compare
-from app.bench.server import nchan_missing
+from app.bench.server import nchan_missing, socketio_missing
 
 
 @pytest.fixture(scope="module")
 def peers_report() -> dict[str, Any]:
-    if nchan_missing() and os.environ.get("CI") != "true":
-        pytest.skip(nchan_missing() or "")  # in CI `make system-deps` installs it, and a gap fails below
+    missing = nchan_missing() or socketio_missing()
+    if missing and os.environ.get("CI") != "true":
+        pytest.skip(missing)  # in CI `make system-deps` installs them, and a gap fails below
     pinning = ("pinned",) if len(os.sched_getaffinity(0)) >= 2 else ("unpinned",)
     options = compare.PeerOptions(
         clients=50,
@@ -34,7 +35,7 @@ def peers_report() -> dict[str, Any]:
 
 def test_both_servers_get_every_figure_from_the_same_run(peers_report: dict[str, Any]) -> None:
     runs = {run["label"]: run for run in peers_report["runs"]}
-    assert set(runs) == {"eventcast", "nginx+nchan"}
+    assert set(runs) == {"eventcast", "nginx+nchan", "socket.io"}
     for label, run in runs.items():
         assert run["error"] is None, (label, run["error"])
         assert run["connected"] == 50 and run["connect_failed"] == 0 and run["storm_failed"] == 0
@@ -64,7 +65,10 @@ def test_the_table_goes_into_the_doc_between_its_markers(
     peers_report: dict[str, Any], tmp_path: Path
 ) -> None:
     text = compare.markdown(peers_report)
-    assert "| figure | eventcast | nginx+nchan | eventcast / nginx+nchan |" in text
+    assert (
+        "| figure | eventcast | nginx+nchan | socket.io | eventcast / nginx+nchan | eventcast / socket.io |"
+        in text
+    )
     assert "memory per idle connection" in text and "50 clients connected and welcomed" in text
     assert "issue" not in text.lower()
     doc = tmp_path / "benchmarks.md"
