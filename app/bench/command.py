@@ -106,6 +106,8 @@ def build_options(
     storm_clients: int | None,
     event_bytes: int,
     pin: bool,
+    search_steps: int | None = None,
+    step_seconds: float | None = None,
 ) -> RunOptions:
     """Defaults for a full run, or a quick one (seconds, a few hundred clients)."""
     max_clients = max_clients or (200 if quick else 1000)
@@ -119,6 +121,8 @@ def build_options(
         storm_clients=storm_clients or min(max_clients, 1000),
         publish_seconds=1.0 if quick else 3.0,
         publish_subscribers=min(20 if quick else 100, max_clients),
+        search_steps=(4 if quick else 10) if search_steps is None else search_steps,
+        search_step_s=step_seconds or (1.0 if quick else 3.0),
         client=client,
         phase=PhaseOptions(
             event_bytes=event_bytes,
@@ -199,8 +203,15 @@ def bench(
         typer.Option(help="With --peers: pinned (servers on core 0, load on the rest), unpinned, or both"),
     ] = "both",
     step_seconds: Annotated[
-        float, typer.Option(min=0.2, help="With --peers: seconds of publishing per step of the rate search")
-    ] = 3.0,
+        float | None,
+        typer.Option(
+            min=0.2, help="Seconds of publishing per step of the sustained rate search [3, quick 1]"
+        ),
+    ] = None,
+    search_steps: Annotated[
+        int | None,
+        typer.Option(min=0, help="Most steps of the sustained rate search (0: none) [10, quick 4]"),
+    ] = None,
     doc: Annotated[
         Path | None,
         typer.Option(help="With --peers: rewrite the side-by-side section of this Markdown file"),
@@ -219,7 +230,8 @@ def bench(
             runs=runs,
             pinning=parse_pinning(pinning),
             peers=parse_peers(peers),
-            step_s=step_seconds,
+            step_s=step_seconds or (1.0 if quick else 3.0),
+            search_steps=10 if search_steps is None else max(1, search_steps),
             processes=processes,
             client=client,
             event_bytes=event_bytes,
@@ -247,6 +259,8 @@ def bench(
         storm_clients=storm_clients,
         event_bytes=event_bytes,
         pin=pin,
+        search_steps=search_steps,
+        step_seconds=step_seconds,
     )
     console = Console()
     with _progress(console) as progress:

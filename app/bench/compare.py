@@ -37,7 +37,6 @@ from typing import Any
 
 from app.bench import server as server_mod
 from app.bench.measure import CpuMeter, PhaseOptions
-from app.bench.ratesearch import SearchOptions, search_rate, step_from_phase
 from app.bench.scenarios import BenchConfig, ScenarioRunner
 from app.bench.server import ServerUnderTest
 from app.bench.workers import CloseAll, WorkerPool, raise_file_limit
@@ -47,7 +46,6 @@ LABELS = {"eventcast": "eventcast", "nchan": "nginx+nchan", "socketio": "socket.
 PINNING = ("pinned", "unpinned")
 SECTION_START = "<!-- peers-table -->"
 SECTION_END = "<!-- /peers-table -->"
-START_DELIVERIES_PER_S = 100_000.0  # the rate search's first step, as deliveries/s over all clients
 CLIENTS_PER_PROCESS = 15_000
 
 Advance = Callable[[str], None]
@@ -233,7 +231,7 @@ async def measure_server(
             entry.load_cpu_ms_per_broadcast = efficiency["load_cpu_ms_per_event"]
             entry.busy["time_to_last_ms"] = bool(broadcast["cpu"]["load_limited"])
             advance(f"{label} ({entry.pinning}, run {entry.run + 1}): sustained rate search")
-            search = await search_sustained(runner, pool, options)
+            search = await runner.search_rate(options.clients, options.step_s, options.search_steps)
             entry.sustained_deliveries_per_s = search["deliveries_per_s"]
             entry.sustained_p99_ms = search["p99_ms"]
             failed = search["failed"]
@@ -253,25 +251,6 @@ async def measure_server(
             await pool.broadcast(CloseAll(), timeout=60.0)
     finally:
         await server.stop()
-
-
-async def search_sustained(runner: ScenarioRunner, pool: WorkerPool, options: PeerOptions) -> dict[str, Any]:
-    """The rate search over sustained phases, topping the clients up to N before every step (a failed step
-    may have cost clients: a slow consumer is cut by the gateway)."""
-
-    async def measure(rate: float) -> Any:
-        live = pool.read_progress().live
-        if live < options.clients:
-            runner.clients = live
-            await runner.connect(options.clients)
-        phase = await runner.phases.sustained(options.step_s, rate)
-        return step_from_phase(rate, phase)
-
-    search = SearchOptions(
-        start_rate=START_DELIVERIES_PER_S / options.clients, max_steps=options.search_steps
-    )
-    result = await search_rate(measure, search)
-    return result.as_dict(search.p99_bound_ms)
 
 
 async def execute(options: PeerOptions, advance: Advance | None = None) -> dict[str, Any]:

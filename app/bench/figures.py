@@ -227,7 +227,28 @@ def figures(result: dict[str, Any]) -> list[Figure]:
         out += _step_figures(f"ramp.{step['clients']}", f"ramp, {step['clients']} clients", step)
     if "sustained" in scenarios:
         sustained = scenarios["sustained"]
-        out += _step_figures("sustained", f"sustained, {sustained['clients']} clients", sustained)
+        section = f"sustained, {sustained['clients']} clients"
+        out += _step_figures("sustained", section, sustained)
+        search = sustained.get("search")
+        if search is not None:
+            out += [
+                Figure(
+                    "sustained.search_deliveries_per_s",
+                    section,
+                    "sustained deliveries/s, all delivered, p99 <= 150 ms (rate search)",
+                    search["deliveries_per_s"],
+                    "/s",
+                    True,
+                ),
+                Figure(
+                    "sustained.search_p99_ms",
+                    section,
+                    "latency p99 at that rate",
+                    search["p99_ms"],
+                    "ms",
+                    False,
+                ),
+            ]
     publish = scenarios.get("publish", {})
     engines = [("", publish.get("runs", []))]
     engines += [(e["engine"], e.get("runs") or []) for e in publish.get("other_engines") or []]
@@ -469,6 +490,10 @@ KEY_FIGURES: tuple[tuple[str, str], ...] = (
     ("ramp.{n}.time_to_last_p50_ms", "single broadcast to {n} clients, time to last p50"),
     ("ramp.{n}.time_to_last_max_ms", "single broadcast to {n} clients, time to last max"),
     ("ramp.{n}.latency_p99_ms", "single broadcast to {n} clients, latency p99"),
+    (
+        "sustained.search_deliveries_per_s",
+        "sustained deliveries/s, {n} clients, all delivered, p99 <= 150 ms",
+    ),
     ("sustained.deliveries_per_s", "sustained deliveries/s, {n} clients (measured)"),
     ("sustained.sustained_p99_ms", "sustained latency p99, {n} clients"),
     ("sustained.sustained_delivery", "sustained delivery, {n} clients"),

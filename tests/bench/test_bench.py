@@ -382,3 +382,21 @@ def test_workers_scenario_is_skipped_for_a_url_target(baseline_url: str) -> None
     assert "--url" in workers["skipped"] and workers["runs"] == [] and workers["ratio_projected"] is None
     [row] = [row for row in report["performance_targets"] if row["key"] == "two_workers_scaling"]
     assert row["status"] == "n/a on this machine" and "skipped" in row["note"]
+
+
+def test_sustained_scenario_searches_for_the_highest_rate_that_holds() -> None:
+    """After the fixed-window phase, a bounded search over rates; every step counted per client and event."""
+    config = small_config(scenarios=("sustained",), max_clients=30, search_steps=3, search_step_s=0.3)
+    report = run_sync(RunOptions(config=config, spawn=True, processes=1, pin=False))
+    sustained = report["servers"][0]["scenarios"]["sustained"]
+    search = sustained["search"]
+    assert 1 <= len(search["steps"]) <= 3 and search["p99_bound_ms"] == 150.0
+    for step in search["steps"]:
+        assert step["clients"] == 30 and step["expected"] % 30 == 0
+        if step["failure"] is None:
+            assert step["delivered"] == step["expected"] and step["lost"] == step["duplicated"] == 0
+            assert step["p99_ms"] <= 150.0
+    if search["best"] is not None:
+        assert search["deliveries_per_s"] == search["best"]["rate"] * 30
+    keys = {row["key"] for row in report["key_figures"]}
+    assert ("sustained.search_deliveries_per_s" in keys) == (search["deliveries_per_s"] is not None)
