@@ -84,6 +84,7 @@ class PeerRun:
     time_to_last_ms: float | None = None  # median over the single broadcasts
     time_to_first_ms: float | None = None
     broadcast_delivery: float | None = None  # delivered / expected over the single broadcasts
+    broadcast_cut: dict[str, int] = field(default_factory=dict)  # clients cut during them, by close code
     server_user_ms_per_broadcast: float | None = None
     server_sys_ms_per_broadcast: float | None = None
     load_cpu_ms_per_broadcast: float | None = None
@@ -191,15 +192,18 @@ async def measure_server(
 ) -> None:
     """Every figure of one server in one run, into `entry` (a failure is recorded, not raised)."""
     config = _config(options)
-    server = make()
     label = entry.label
+    stage = "start"
+    server: ServerUnderTest | None = None
     try:
+        server = make()
         await server.wait_ready()
         runner = ScenarioRunner(server, pool, config, advance)
         runner.memory.start()
         try:
             await asyncio.sleep(0.5)
             runner.idle_rss = await runner.memory.sample()
+            stage = "storm"
             advance(
                 f"{label} ({entry.pinning}, run {entry.run + 1}): {options.storm_clients:,} clients at once"
             )
@@ -210,6 +214,7 @@ async def measure_server(
             entry.storm_p99_ms, entry.storm_failed = storm["p99_ms"], storm["failed"]
             entry.busy["storm_p99_ms"] = bool(storm["cpu"]["load_limited"])
             await runner.close_all()
+            stage = "connect"
             advance(f"{label} ({entry.pinning}, run {entry.run + 1}): {options.clients:,} clients")
             meter.start()
             connect = await runner.connect(options.clients)
@@ -220,16 +225,19 @@ async def measure_server(
             memory = await runner.memory_step(runner.clients)
             if memory["per_client_bytes"] is not None:
                 entry.memory_per_idle_kb = round(memory["per_client_bytes"] / 1024, 3)
+            stage = "single broadcasts"
             advance(f"{label} ({entry.pinning}, run {entry.run + 1}): {options.events} single broadcasts")
             broadcast = await runner.phases.broadcast(options.events)
             entry.time_to_last_ms = broadcast["time_to_last"]["p50_ms"]
             entry.time_to_first_ms = broadcast["time_to_first"]["p50_ms"]
             entry.broadcast_delivery = broadcast["delivery"]["rate"]
+            entry.broadcast_cut = dict(broadcast["delivery"].get("close_codes") or {})
             efficiency = broadcast["server_efficiency"]
             entry.server_user_ms_per_broadcast = efficiency["server_user_ms_per_event"]
             entry.server_sys_ms_per_broadcast = efficiency["server_sys_ms_per_event"]
             entry.load_cpu_ms_per_broadcast = efficiency["load_cpu_ms_per_event"]
             entry.busy["time_to_last_ms"] = bool(broadcast["cpu"]["load_limited"])
+            stage = "rate search"
             advance(f"{label} ({entry.pinning}, run {entry.run + 1}): sustained rate search")
             search = await runner.search_rate(options.clients, options.step_s, options.search_steps)
             entry.sustained_deliveries_per_s = search["deliveries_per_s"]
@@ -246,11 +254,12 @@ async def measure_server(
         finally:
             await runner.memory.stop()
     except Exception as error:  # a server that fails is a figure of the report, not the end of the run
-        entry.error = f"{type(error).__name__}: {error}"
+        entry.error = f"{stage}: {type(error).__name__}: {error or 'no detail'}"
         with contextlib.suppress(Exception):
             await pool.broadcast(CloseAll(), timeout=60.0)
     finally:
-        await server.stop()
+        if server is not None:
+            await server.stop()
 
 
 async def execute(options: PeerOptions, advance: Advance | None = None) -> dict[str, Any]:
@@ -323,15 +332,30 @@ def summarize(runs: Sequence[PeerRun], options: PeerOptions) -> dict[str, Any]:
                 "figures": figures,
                 "errors": [run.error for run in mine if run.error],
                 "sustained_notes": [run.sustained_note for run in mine if run.sustained_note],
-                "incomplete_runs": sum(
-                    1
+                "incomplete_runs": [
+                    _incomplete(run)
                     for run in mine
                     if run.connect_failed
                     or (run.broadcast_delivery is not None and run.broadcast_delivery < 1.0)
-                ),
+                ],
             }
         out[pinning] = mode
     return out
+
+
+def _incomplete(run: PeerRun) -> str:
+    """What went wrong in a run that lost a connect or an event."""
+    parts = [f"run {run.run + 1}"]
+    if run.connect_failed:
+        parts.append(f"{run.connect_failed:,} connects failed")
+    if run.broadcast_delivery is not None and run.broadcast_delivery < 1.0:
+        parts.append(f"single broadcasts {run.broadcast_delivery * 100:.2f}% delivered")
+    if run.broadcast_cut:
+        cut = ", ".join(
+            f"{count:,} with close code {code}" for code, count in sorted(run.broadcast_cut.items())
+        )
+        parts.append(f"clients cut meanwhile: {cut}")
+    return "; ".join(parts)
 
 
 def _number(value: float | None, digits: int) -> str:
@@ -388,10 +412,10 @@ def markdown(report: dict[str, Any]) -> str:
                 theirs = mode[peer]["figures"][row.field]["median"]
                 ratios.append("-" if ours is None or not theirs else f"{ours / theirs:.2f}x")
             lines.append("| " + " | ".join([label, *cells, *ratios]) + " |")
-        problems = [f"{server}: {error}" for server in mode for error in mode[server]["errors"]] + [
-            f"{server}: {mode[server]['incomplete_runs']} run(s) with a failed connect or a lost broadcast"
-            for server in mode
-            if mode[server]["incomplete_runs"]
+        problems = [f"{server}: {error}" for server in mode for error in mode[server]["errors"]]
+        problems += [f"{server}: {problem}" for server in mode for problem in mode[server]["incomplete_runs"]]
+        problems += [
+            f"{server}, sustained: {note}" for server in mode for note in mode[server]["sustained_notes"]
         ]
         if problems:
             lines += ["", *[f"- {problem}" for problem in problems]]

@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -247,6 +248,7 @@ def aggregate(results: Sequence[PhaseResult], expected: int, started_ms: float) 
             "out_of_order": sum(r.out_of_order for r in results),
             "stray": sum(r.stray for r in results),
             "disconnected_clients": sum(r.disconnected for r in results),
+            "close_codes": dict(sum((Counter(r.close_codes) for r in results), Counter())),
             "rate": round(unique / total_expected, 6) if total_expected else None,
         },
         "latency": latency.as_dict(),
@@ -383,6 +385,7 @@ class PhaseRunner:
             step = max(1, min(batch, window // 2))
             sent = 0
             posts: list[float] = []
+            errors: dict[str, int] = {}
             started = time.monotonic()
             last_post = started
             end = started + seconds
@@ -402,7 +405,13 @@ class PhaseRunner:
                         await asyncio.sleep(POLL_S)
                         continue
                     last_post = time.monotonic()
-                    posts.append(await publisher.publish(self._body(phase_id, range(sent, sent + allowed))))
+                    try:
+                        posts.append(
+                            await publisher.publish(self._body(phase_id, range(sent, sent + allowed)))
+                        )
+                    except Exception as error:  # the step failed; what was published so far is measured
+                        errors[type(error).__name__] = errors.get(type(error).__name__, 0) + 1
+                        break
                     sent += allowed
             finally:
                 await publisher.close()
@@ -413,6 +422,7 @@ class PhaseRunner:
                 "achieved_rate": achieved(sent, seconds, last_post - started),
                 "batch": batch if rate is not None else step,
                 "window": None if rate is not None else window,
+                "publish_errors": errors,
                 "publish_retries": publisher.retries,
                 "publish_latency": stats.summarize_samples(posts).as_dict(),
             }
@@ -427,6 +437,7 @@ class PhaseRunner:
         publishers = [self._publisher() for _ in range(STREAMS)]
         published = [0] * STREAMS
         posts: list[float] = []
+        errors: dict[str, int] = {}
         started = time.monotonic()
         last_post = [started]
         deadline = started + 3 * seconds + self.options.drain_timeout_s  # a publisher that lags gives up
@@ -440,7 +451,11 @@ class PhaseRunner:
                 if due > now:
                     await asyncio.sleep(due - now)
                 last_post[0] = max(last_post[0], time.monotonic())
-                posts.append(await publishers[index].publish(self._body(phase_id, [seq])))
+                try:
+                    posts.append(await publishers[index].publish(self._body(phase_id, [seq])))
+                except Exception as error:  # a step the server could not take: a figure, not a crash
+                    errors[type(error).__name__] = errors.get(type(error).__name__, 0) + 1
+                    return
                 published[index] += 1
 
         try:
@@ -457,6 +472,7 @@ class PhaseRunner:
             "batch": 1,
             "window": None,
             "publishers": STREAMS,
+            "publish_errors": errors,
             "publish_retries": sum(publisher.retries for publisher in publishers),
             "publish_latency": stats.summarize_samples(posts).as_dict(),
         }

@@ -36,11 +36,15 @@ class RateStep:
     deliveries_per_s: float | None  # measured: deliveries / the phase's window
     load_limited: bool  # a load-generator process (or its cores) was busy above the threshold
     load_max_pct: float | None
+    publish_errors: int = 0  # requests that failed (a timeout, a refusal): the server did not take the rate
+    close_codes: dict[str, int] = field(default_factory=dict)  # clients cut during the step, by close code
 
     def failure(self, p99_bound_ms: float = P99_BOUND_MS) -> str | None:
         """Why this step does not count as sustained (None: it does)."""
         if self.clients == 0:
             return "no client connected"
+        if self.publish_errors:
+            return f"{self.publish_errors} publish request(s) failed"
         if self.achieved_rate < RATE_KEPT * self.rate:
             return f"the publisher sent {self.achieved_rate:,.0f} events/s of {self.rate:,.0f}"
         problems = []
@@ -51,7 +55,8 @@ class RateStep:
         if self.out_of_order:
             problems.append(f"{self.out_of_order:,} out of order")
         if self.disconnected:
-            problems.append(f"{self.disconnected:,} clients disconnected")
+            codes = ", ".join(f"{count:,} x {code}" for code, count in sorted(self.close_codes.items()))
+            problems.append(f"{self.disconnected:,} clients disconnected" + (f" ({codes})" if codes else ""))
         if self.p99_ms is None or self.p99_ms > p99_bound_ms:
             problems.append(f"p99 {self.p99_ms if self.p99_ms is not None else '-'} ms > {p99_bound_ms:g} ms")
         return "; ".join(problems) or None
@@ -184,4 +189,6 @@ def step_from_phase(rate: float, phase: dict[str, Any]) -> RateStep:
         deliveries_per_s=phase["throughput"]["deliveries_per_s"],
         load_limited=bool(cpu.get("load_limited")),
         load_max_pct=cpu.get("load_max_pct"),
+        publish_errors=sum((phase.get("publish_errors") or {}).values()),
+        close_codes=dict(delivery.get("close_codes") or {}),
     )

@@ -75,6 +75,7 @@ class PhaseResult:
     lost: int
     stray: int
     histogram: list[int]
+    close_codes: dict[str, int]  # clients lost during the phase, by the server's close code
     latency_sum_ms: float
     latency_max_ms: float
     event_ts: list[float]
@@ -115,8 +116,15 @@ class WorkerState:
     phase_trackers: list[Any] = field(default_factory=list)  # Tracker, or CTracker with the C counter
     counter: int = 0
     counting: str = "python"  # "c": raw and picows clients count in C (fastcount), from the first Connect
+    close_codes: Counter[str] = field(
+        default_factory=Counter
+    )  # clients the server cut in this phase, by code
+    closing: bool = False  # the bench itself is closing its clients
 
     def lost_client(self, client: Any) -> None:
+        if client in self.clients and not self.closing:
+            code = getattr(client, "close_code", None)
+            self.close_codes[str(code) if code is not None else "no close frame"] += 1
         self.clients.discard(client)
 
     def new_tracker(self, welcome: int) -> Tracker | CTracker:
@@ -185,6 +193,7 @@ class WorkerState:
         return ConnectResult(durations, dict(failures), len(self.clients))
 
     def start_phase(self, command: StartPhase) -> None:
+        self.close_codes = Counter()
         streams = max(1, command.streams)
         if self.counting == "c":
             self.phase = CPhase(command.phase_id, streams)
@@ -226,6 +235,7 @@ class WorkerState:
                 lost=sum(lost),
                 stray=stray,
                 histogram=histogram,
+                close_codes=dict(self.close_codes),
                 latency_sum_ms=latency_sum,
                 latency_max_ms=latency_max,
                 event_ts=event_ts,
@@ -244,6 +254,7 @@ class WorkerState:
             lost=sum(t.lost(expected) for t in trackers),
             stray=phase.stray,
             histogram=phase.histogram,
+            close_codes=dict(self.close_codes),
             latency_sum_ms=phase.latency_sum_ms,
             latency_max_ms=phase.latency_max_ms,
             event_ts=phase.event_ts[:expected],
@@ -253,6 +264,7 @@ class WorkerState:
         )
 
     async def close_all(self) -> int:
+        self.closing = True
         clients = list(self.clients)
         for client in clients:
             client.close()
@@ -265,6 +277,7 @@ class WorkerState:
                 cut = getattr(transport, "abort", None) or transport.disconnect  # asyncio's or picows's
                 cut()
         self.clients.clear()
+        self.closing = False
         return len(clients)
 
 

@@ -178,6 +178,7 @@ SCHEMA_DELIVERY = {
     "out_of_order",
     "stray",
     "disconnected_clients",
+    "close_codes",
     "rate",
 }
 SCHEMA_LATENCY = {"count", "mean_ms", "p50_ms", "p95_ms", "p99_ms", "max_ms"}
