@@ -424,19 +424,18 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def rewrite_section(document: str, section: str) -> str:
-    """`document` with the text between the peers markers replaced by `section` (the markers are appended,
-    under their own heading, when the document has none yet)."""
-    block = f"{SECTION_START}\n{section.rstrip()}\n{SECTION_END}"
-    if SECTION_START in document and SECTION_END in document:
-        head, rest = document.split(SECTION_START, 1)
-        _, tail = rest.split(SECTION_END, 1)
-        return head + block + tail
-    return (
-        document.rstrip("\n")
-        + "\n\n## Side by side with other servers (`make bench-peers`)\n\n"
-        + block
-        + "\n"
-    )
+    """`document` with the text between the peers markers replaced by `section`. A marker counts only alone
+    on its line (prose may name it); without markers the section is appended under its own heading."""
+    lines = document.split("\n")
+    starts = [i for i, line in enumerate(lines) if line.strip() == SECTION_START]
+    ends = [i for i, line in enumerate(lines) if line.strip() == SECTION_END]
+    block = [SECTION_START, *section.rstrip("\n").split("\n"), SECTION_END]
+    if len(starts) == 1 and len(ends) == 1 and starts[0] < ends[0]:
+        return "\n".join(lines[: starts[0]] + block + lines[ends[0] + 1 :])
+    if starts or ends:
+        raise ValueError(f"expected one {SECTION_START} line before one {SECTION_END} line")
+    heading = ["", "## Side by side with other servers (`make bench-peers`)", ""]
+    return document.rstrip("\n") + "\n" + "\n".join([*heading, *block]) + "\n"
 
 
 def write_doc(path: Path, report: dict[str, Any]) -> None:

@@ -72,15 +72,17 @@ def test_the_table_goes_into_the_doc_between_its_markers(
     assert "memory per idle connection" in text and "50 clients connected and welcomed" in text
     assert "issue" not in text.lower()
     doc = tmp_path / "benchmarks.md"
-    doc.write_text("# Benchmarks\n\nintro\n")
+    doc.write_text(f"# Benchmarks\n\nintro, naming `{compare.SECTION_START}` in prose\n")
     compare.write_doc(doc, peers_report)
     first = doc.read_text()
-    assert first.startswith("# Benchmarks\n\nintro\n") and first.count(compare.SECTION_START) == 1
+    assert first.startswith("# Benchmarks\n\nintro, naming")
+    assert first.count(f"\n{compare.SECTION_START}\n") == 1 and "| figure |" in first
     doc.write_text(first + "\nafter\n")
     compare.write_doc(doc, peers_report)  # rewritten in place, what is around it kept
     second = doc.read_text()
-    assert second.count(compare.SECTION_START) == second.count(compare.SECTION_END) == 1
-    assert second.endswith("\nafter\n") and second.startswith("# Benchmarks\n\nintro\n")
+    assert second.count(f"\n{compare.SECTION_START}\n") == second.count(f"\n{compare.SECTION_END}\n") == 1
+    assert second.endswith("\nafter\n") and second.startswith("# Benchmarks\n\nintro, naming")
+    assert second == first + "\nafter\n"  # the prose that names the marker is left alone
 
 
 def test_summary_gives_median_and_spread() -> None:
@@ -94,3 +96,13 @@ def test_summary_gives_median_and_spread() -> None:
     assert figure == {"median": 4.5, "min": 4.0, "max": 5.0, "runs": 3, "busy_runs": 1}
     row = next(row for row in compare.ROWS if row.field == "memory_per_idle_kb")
     assert compare._cell(figure, row) == "4.50 KB (4.00-5.00) [load busy in 1]"
+
+
+def test_rewriting_the_real_doc_changes_only_its_section() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "benchmarks.md").read_text()
+    rewritten = compare.rewrite_section(doc, "| new | table |\n")
+    before, after = doc.split(f"\n{compare.SECTION_START}\n")[0], doc.split(f"\n{compare.SECTION_END}\n")[1]
+    assert rewritten == f"{before}\n{compare.SECTION_START}\n| new | table |\n{compare.SECTION_END}\n{after}"
+    assert compare.rewrite_section(rewritten, "| new | table |") == rewritten
+    with pytest.raises(ValueError):
+        compare.rewrite_section(f"{compare.SECTION_END}\n{compare.SECTION_START}\n", "x")
