@@ -219,6 +219,10 @@ class JwtVerifier:
             except (jwt.PyJWTError, ValueError, TypeError) as exc:
                 last = exc
                 continue
+            for claim in _NUMERIC_DATES:  # PyJWT reads "1700000000" as a date; RFC 7519 says a number
+                value = claims.get(claim)
+                if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
+                    raise unauthenticated(f"invalid token: {claim!r} must be a number (a NumericDate)")
             exp = claims.get("exp")
             return Principal(
                 name=f"jwt:{key_id(token)}",
@@ -228,6 +232,10 @@ class JwtVerifier:
             )
         log.debug("token refused: %s", type(last).__name__ if last else "no key")
         raise unauthenticated("invalid token")
+
+
+#: Claims that RFC 7519 4.1 defines as NumericDate: JSON numbers of seconds since the epoch.
+_NUMERIC_DATES = ("exp", "nbf", "iat")
 
 
 def looks_like_jwt(token: str) -> bool:

@@ -61,6 +61,8 @@ def serve(
     logging.config.dictConfig(logging_config)
     created_metrics_dir = _prepare_metrics_dir(settings)
     os.environ["EVENTCAST_INSTANCE_ID"] = settings.instance_id  # every worker of this serve shares it
+    if settings.workers > 1:  # the workers exit when this process dies (app/supervisor.py)
+        os.environ["EVENTCAST_SUPERVISOR_PID"] = str(os.getpid())
     base = f"http://{settings.host}:{settings.port}"
     metrics_url = (
         f"http://{settings.internal_host or settings.host}:{settings.internal_port}/metrics"

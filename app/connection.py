@@ -24,7 +24,9 @@ from enum import Enum
 from typing import Protocol
 
 from app import metrics
-from app.protocol import CloseCode, Event, EventFilter, FrameBatch, Position, ws_frame
+from app.filters import EventFilter
+from app.limits import FrameBudget
+from app.protocol import CloseCode, Event, FrameBatch, Position, ws_frame
 
 log = logging.getLogger("eventcast.connection")
 
@@ -116,6 +118,7 @@ class Connection:
         "_samples",
         "_wake",
         "_writer",
+        "budget",
         "channels",
         "close_code",
         "close_reason",
@@ -155,6 +158,7 @@ class Connection:
         self.delivered = 0  # frames handed to the transport
         self.enqueued = 0  # frames ever queued; with ``delivered``, pins latency samples to their frames
         self.counted = False  # set by the hub once the connection shows in metrics
+        self.budget: FrameBudget | None = None  # what the client may send (Gateway.client_frame)
         # Broadcast latency: every Nth live frame is sampled; (frame number, event ts) until written.
         self._sample_countdown = metrics.first_sample_countdown()
         self._samples: deque[tuple[int, float]] | None = None
@@ -192,9 +196,8 @@ class Connection:
                 self._replayed_until = None
             if self.filter is not None and not self.filter.matches(event):
                 return False
-            if not self._enqueue(
-                event.wire(self.subprotocol) if self.direct else event.frame(self.subprotocol)
-            ):
+            frame = event.wire(self.subprotocol) if self.direct else event.frame(self.subprotocol)
+            if frame is None or not self._enqueue(frame):  # None: quarantined for this encoding
                 return False
             self._sample_countdown -= 1
             if self._sample_countdown < 0:
@@ -296,9 +299,9 @@ class Connection:
                 event = backlog.popleft()
                 self._after = event.position
                 if matches is None or matches(event):
-                    self._enqueue(
-                        event.wire(self.subprotocol) if self.direct else event.frame(self.subprotocol)
-                    )
+                    frame = event.wire(self.subprotocol) if self.direct else event.frame(self.subprotocol)
+                    if frame is not None:  # None: quarantined for this encoding
+                        self._enqueue(frame)
             if backlog:
                 return
             self._backlog = None

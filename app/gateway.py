@@ -18,12 +18,13 @@ from starlette.datastructures import QueryParams
 from app import metrics
 from app.auth import Principal
 from app.connection import Connection, Transport
+from app.filters import EventFilter
 from app.hub import BrokerRefused, Hub, Refused
+from app.limits import FrameBudget
 from app.protocol import (
     SUBPROTOCOL_JSON,
     SUBPROTOCOLS,
     CloseCode,
-    EventFilter,
     EventId,
     ProtocolError,
     encode_control,
@@ -32,6 +33,9 @@ from app.protocol import (
 )
 from app.security import Security, Throttled
 from app.settings import Settings
+
+#: What a filter update costs from a connection's frame budget, in frames (settings.client_frame_rate).
+FILTER_COST = 5
 
 #: The keepalive sweeper pings 1/KEEPALIVE_SLICES of the sockets at a time (see Gateway._sweep).
 KEEPALIVE_SLICES = 50
@@ -117,20 +121,37 @@ class Gateway:
         return Admission(channels, since, event_filter, principal)
 
     def new_connection(self, transport: Transport, admission: Admission, encoding: str) -> Connection:
-        return Connection(
+        conn = Connection(
             transport,
             channels=admission.channels,
             subprotocol=encoding,
             event_filter=admission.event_filter,
             max_queue_bytes=self.settings.send_queue_bytes,
         )
+        conn.budget = FrameBudget(self.settings.client_frame_rate, self.settings.client_frame_burst)
+        return conn
 
     @staticmethod
-    def handle_control(conn: Connection, payload: str | bytes, encoding: str) -> None:
-        """One client frame: replace the filter, or answer a ping; anything else closes with 4400."""
+    def client_frame(conn: Connection, cost: float = 1.0) -> bool:
+        """Charge one client frame to the connection's budget; past it, close with 1008 and return False."""
+        if conn.budget is None or conn.budget.take(cost):
+            return True
+        conn.close_soon(CloseCode.POLICY, "too many messages: slow down", flush=False)
+        return False
+
+    @classmethod
+    def handle_control(cls, conn: Connection, payload: str | bytes, encoding: str) -> None:
+        """One client frame: replace the filter, or answer a ping; anything else closes with 4400.
+
+        Every frame is charged to the connection's budget, a filter update ``FILTER_COST`` times (it
+        compiles globs)."""
+        if not cls.client_frame(conn):
+            return
         try:
             control = parse_control(payload, encoding)
             if control["op"] == "filter":
+                if not cls.client_frame(conn, FILTER_COST - 1):
+                    return
                 conn.set_filter(EventFilter.build(control.get("types"), control.get("where")))
                 conn.push_frame(encode_control({"type": "eventcast.filter", "ok": True}, encoding))
             else:  # ping

@@ -288,6 +288,12 @@ class Hub:
         return ids
 
     def _on_events(self, events: Sequence[Event]) -> None:
+        """Queue a batch of broker events to every local subscriber; never raises, never awaits.
+
+        An event some encoding cannot carry was quarantined by ``Event.frame`` and is skipped for that
+        encoding's subscribers. Anything else going wrong for one subscriber (a bug) closes that subscriber
+        with 1011, so it resumes, and is logged and counted; the others get the batch.
+        """
         started = time.perf_counter()
         started_ns = telemetry.now_ns() if telemetry.tracer is not None else 0
         subscribers = self._subscribers
@@ -299,7 +305,10 @@ class Hub:
             by_channel.setdefault(event.channel, []).append(event)
         # Only a worker of several subscribes to the control channel; no client can (see request_shed).
         for command in by_channel.pop(CONTROL_CHANNEL, ()):
-            self._on_control(command)
+            try:
+                self._on_control(command)
+            except Exception:
+                log.exception("control command %s failed", command.id)
         # One-channel clients take each channel's events as one pre-encoded batch. A client of several
         # channels must see them in log order (one id resumes them all), so it gets them event by event.
         several: set[Connection] = set()
@@ -309,20 +318,40 @@ class Hub:
                 continue
             batch = FrameBatch(channel_events)
             for conn in conns:
-                if len(conn.channels) == 1:
-                    queued += conn.push_batch(batch)
-                else:
-                    several.add(conn)
+                try:
+                    if len(conn.channels) == 1:
+                        queued += conn.push_batch(batch)
+                    else:
+                        several.add(conn)
+                except Exception:
+                    self._push_failed(conn)
         if several:
             for event in events:
                 for conn in subscribers.get(event.channel, ()):
-                    if conn in several and conn.push(event):  # filtered, replaying, overflowing: not counted
-                        queued += 1
+                    try:
+                        if conn in several and conn.push(
+                            event
+                        ):  # filtered, replaying, overflowing: not counted
+                            queued += 1
+                    except Exception:
+                        self._push_failed(conn)
         if queued:
             metrics.MESSAGES_DELIVERED.inc(queued)
         metrics.FANOUT_DURATION.observe(time.perf_counter() - started)
         if started_ns:  # tracing is on: one span per publish seen in this batch, linked to it
-            telemetry.fanout_spans(events, subscribers, self.replica, started_ns)
+            try:
+                telemetry.fanout_spans(events, subscribers, self.replica, started_ns)
+            except Exception:
+                log.exception("fan-out spans failed")
+
+    @staticmethod
+    def _push_failed(conn: Connection) -> None:
+        """A bug while queueing to ``conn``: close it with 1011 (it may resume) and say so, once."""
+        metrics.FANOUT_ERRORS.inc()
+        if conn.state in (State.CLOSING, State.CLOSED):
+            return
+        log.exception("fan-out to %s failed; closing it", conn.id, extra={"event": "fanout.error"})
+        conn.close_soon(CloseCode.INTERNAL_ERROR, "internal error: reconnect and resume", flush=False)
 
     # ------------------------------------------------------------------------------------ drain, shed
     async def request_shed(self, fraction: float, seconds: float) -> int | None:

@@ -5,8 +5,8 @@ Pure and clock-injectable: nothing here does I/O, so tests can drive it with a f
 
 from __future__ import annotations
 
-import fnmatch
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,6 +69,32 @@ class RateLimiter:
             self._buckets = dict(ordered[len(ordered) // 2 :])
 
 
+class FrameBudget:
+    """One connection's token bucket for what its client sends (frames of any kind, filter updates).
+
+    ``rate`` tokens a second, at most ``burst``; ``take`` is False once the client outruns it. Kept apart
+    from RateLimiter: one per connection, so no dictionary and no key.
+    """
+
+    __slots__ = ("_clock", "burst", "rate", "tokens", "updated")
+
+    def __init__(self, rate: float, burst: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self._clock = clock
+        self.updated = clock()
+
+    def take(self, cost: float = 1.0) -> bool:
+        now = self._clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens < cost:
+            return False
+        self.tokens -= cost
+        return True
+
+
 def retry_after_header(seconds: float) -> str:
     """``Retry-After`` takes whole seconds; never answer 0, which invites an immediate retry."""
     return str(max(1, math.ceil(seconds)))
@@ -78,14 +104,41 @@ class OriginPolicy:
     """The browser ``Origin`` allow-list: globs such as ``https://app.example.com`` or ``https://*.example.com``.
 
     An empty list allows every origin. Requests without an ``Origin`` header (non-browser clients) pass:
-    the check exists to stop other sites' pages from using a visitor's browser against the gateway.
+    the check exists to stop other sites' pages from using a visitor's browser against the gateway. With a
+    list, an Origin must be a serialised origin (``scheme://host[:port]``, as browsers send it) and match a
+    glob, where ``*`` and ``?`` never match a ``/``; ``null`` passes only when listed.
     """
 
     def __init__(self, allowed: str) -> None:
         self.allowed = tuple(o.strip().rstrip("/").lower() for o in allowed.split(",") if o.strip())
+        self._pattern = (
+            re.compile("|".join(_origin_glob(glob) for glob in self.allowed)) if self.allowed else None
+        )
 
     def allows(self, origin: str | None) -> bool:
-        if not self.allowed or origin is None:
+        if self._pattern is None or origin is None:
             return True
-        origin = origin.strip().rstrip("/").lower()
-        return any(fnmatch.fnmatchcase(origin, glob) for glob in self.allowed)
+        origin = origin.strip().lower()
+        if origin != "null" and not _ORIGIN_RE.fullmatch(origin):
+            return False
+        return self._pattern.fullmatch(origin) is not None
+
+
+#: A serialised origin (RFC 6454 6.1): scheme, host (a name, IPv4 or [IPv6]) and an optional port.
+_ORIGIN_RE = re.compile(r"[a-z][a-z0-9+.-]*://(?:[a-z0-9._~%!$&'()*+,;=-]+|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?")
+
+
+def _origin_glob(glob: str) -> str:
+    """A glob of the allow-list as a regular expression: ``*`` and ``?`` stay within one path segment
+    (``*`` alone allows every well-formed origin)."""
+    if glob == "*":
+        return "(?!null$).*"
+    parts = []
+    for char in glob:
+        if char == "*":
+            parts.append("[^/]*")
+        elif char == "?":
+            parts.append("[^/]")
+        else:
+            parts.append(re.escape(char))
+    return "(?:" + "".join(parts) + ")"

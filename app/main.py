@@ -126,11 +126,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gateway.start()
         observing = await observability.start(app, hub, settings)  # metrics, tracing, internal port
         undo = install_drain_on_sigterm(hub, settings.drain_seconds)
+        lifeline = None
+        if settings.supervisor_pid is not None:
+            from app.supervisor import exit_with_supervisor
+
+            lifeline = exit_with_supervisor(settings.supervisor_pid)
+        if settings.admin_open and not settings.admin_token and settings.internal_port is None:
+            log.warning(
+                "EVENTCAST_ADMIN_OPEN: /admin/drain and /admin/shed answer anyone who reaches the public port",
+                extra={"event": "admin.open"},
+            )
         tune_gc()
         log.info("eventcast ready", extra={"event": "ready", "broker": settings.broker_scheme})
         try:
             yield {"gateway": gateway}  # uvicorn hands this state to the native WebSocket protocol
         finally:
+            if lifeline is not None:
+                lifeline.cancel()
             undo()
             await gateway.stop()
             await observing.stop()

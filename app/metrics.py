@@ -87,6 +87,17 @@ REFUSAL_REASONS = (
     "error",  # 1011: an unexpected error while attaching
 )
 
+#: Every value of the ``reason`` label of eventcast_events_quarantined_total (app/data.py, app/quarantine.py).
+QUARANTINE_REASONS = (
+    "invalid_utf8",  # a log entry's data is not UTF-8
+    "invalid_json",  # it starts like a JSON object or array but does not parse
+    "too_deep",  # it nests past app.data.MAX_DATA_DEPTH
+    "integer_range",  # it holds an integer beyond 64 bits
+    "invalid_type",  # its type is not a valid event type name
+    "encode_error",  # an encoding failed to build its frame anyway (a bug: the log line says which)
+    "other",
+)
+
 disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: half the series, and multiprocess mode has none either
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -153,6 +164,22 @@ MEMORY_ABOVE_BASELINE = Gauge(
 )
 #: Computed at scrape time from the two gauges above (pod-wide), so it is not a Gauge object.
 MEMORY_PER_CONNECTION = f"{NAMESPACE}_memory_per_connection_bytes"
+EVENTS_QUARANTINED = Counter(
+    "events_quarantined",
+    "Events skipped because some encoding cannot carry them (logged once with their id), by reason.",
+    ["reason"],
+    namespace=NAMESPACE,
+)
+BROKER_READER_RESTARTS = Counter(
+    "broker_reader_restarts",
+    "Times the broker's log reader failed unexpectedly and was restarted (each one is logged).",
+    namespace=NAMESPACE,
+)
+FANOUT_ERRORS = Counter(
+    "fanout_errors",
+    "Unexpected errors while queueing an event to one subscriber (that subscriber is closed with 1011).",
+    namespace=NAMESPACE,
+)
 RECOVERIES = Counter("recoveries", "Resume attempts, by result.", ["result"], namespace=NAMESPACE)
 BROKER_UP = Gauge(
     "broker_up",
@@ -175,6 +202,8 @@ for _reason in CLOSE_REASONS:
     CONNECTIONS_CLOSED.labels(_reason)
 for _reason in REFUSAL_REASONS:
     CONNECTIONS_REFUSED.labels(_reason)
+for _reason in QUARANTINE_REASONS:
+    EVENTS_QUARANTINED.labels(_reason)
 for _result in ("recovered", "gap"):
     RECOVERIES.labels(_result)
 

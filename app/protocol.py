@@ -9,18 +9,20 @@ Errors raised to callers:
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import re
 import struct
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
 import msgpack
 import orjson
+
+from app import quarantine
+from app.data import UNPARSED, DataError, encode_data, loads_body
 
 
 class CloseCode(IntEnum):
@@ -41,6 +43,9 @@ class CloseCode(IntEnum):
     SLOW_CONSUMER = 4008
 
 
+#: Cached in place of a frame that an encoding could not build (Event.frame).
+_UNENCODABLE = b""
+
 SUBPROTOCOL_JSON = "eventcast.v1.json"
 SUBPROTOCOL_MSGPACK = "eventcast.v1.msgpack"
 SUBPROTOCOLS = (SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK)
@@ -48,12 +53,11 @@ SUBPROTOCOLS = (SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK)
 WELCOME_TYPE = "eventcast.welcome"
 DEFAULT_CHANNEL = "default"
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9_.:/@-]{1,200}$")
+# Matched with ``fullmatch``: ``$`` would also match before a trailing newline.
+_NAME_RE = re.compile(r"[A-Za-z0-9_.:/@-]{1,200}")
 #: Where the workers of one ``eventcast serve`` tell each other to shed or drain (Hub.request_shed): '#' is
 #: not allowed in channel names, so no client can subscribe or publish to it.
 CONTROL_CHANNEL = "#eventcast.control"
-_GLOB_RE = re.compile(r"^[A-Za-z0-9_.:/@*?-]{1,200}$")
-_FIELD_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 
 
 class ProtocolError(Exception):
@@ -133,9 +137,12 @@ class EventIn:
     data: Any
     ts: float = 0.0  # publish-accepted time, ms since the epoch
     trace: dict[str, str] | None = None  # W3C trace context carried through the broker
+    data_json: str = ""  # ``data`` as JSON text, once validated (parse_publish_body); see ``json``
 
-
-_UNPARSED: Any = object()
+    @property
+    def json(self) -> str:
+        """``data`` as JSON text: serialised at validation, or now for events built in the code."""
+        return self.data_json or encode_data(self.data)
 
 
 @dataclass(slots=True)
@@ -151,43 +158,62 @@ class Event:
     trace: dict[str, str] | None = None
     _frames: dict[str, bytes | str] = field(default_factory=dict)
     _wire: dict[str, bytes] = field(default_factory=dict)
-    _data: Any = field(default=_UNPARSED)
+    _data: Any = field(default=UNPARSED)
 
     @property
     def data(self) -> Any:
         """``data`` decoded, once per event (every ``where`` filter and msgpack frame reads it)."""
-        if self._data is _UNPARSED:
-            self._data = json.loads(self.data_json)
+        if self._data is UNPARSED:
+            self._data = orjson.loads(self.data_json)
         return self._data
 
-    def frame(self, subprotocol: str) -> bytes | str:
-        """The wire frame for one encoding, built on first use and cached for every other subscriber."""
+    def frame(self, subprotocol: str) -> bytes | str | None:
+        """The wire frame for one encoding, built on first use and cached for every other subscriber.
+
+        None when this encoding cannot carry the event: validation (app/data.py) keeps such events out,
+        so this is the last line of defence. The event is quarantined for that encoding (logged once,
+        counted) and skipped for its subscribers; everyone else still gets it.
+        """
         cached = self._frames.get(subprotocol)
         if cached is None:
-            if subprotocol == SUBPROTOCOL_MSGPACK:
-                cached = msgpack.packb(
-                    {
-                        "id": self.id,
-                        "channel": self.channel,
-                        "type": self.type,
-                        "data": self.data,
-                        "ts": self.ts,
-                    }
-                )
-            else:
-                # Splice the already-encoded data in: no re-serialisation of the payload.
-                cached = (
-                    f'{{"id":{json.dumps(self.id)},"channel":{json.dumps(self.channel)},'
-                    f'"type":{json.dumps(self.type)},"data":{self.data_json},"ts":{self.ts}}}'
-                )
+            try:
+                if subprotocol == SUBPROTOCOL_MSGPACK:
+                    cached = msgpack.packb(
+                        {
+                            "id": self.id,
+                            "channel": self.channel,
+                            "type": self.type,
+                            "data": self.data,
+                            "ts": self.ts,
+                        }
+                    )
+                else:
+                    # Splice the already-encoded data in: no re-serialisation of the payload.
+                    cached = (
+                        f'{{"id":{json.dumps(self.id)},"channel":{json.dumps(self.channel)},'
+                        f'"type":{json.dumps(self.type)},"data":{self.data_json},"ts":{self.ts}}}'
+                    )
+            except Exception as exc:
+                cached = _UNENCODABLE
+                quarantine.report(self.id, "encode_error", f"{subprotocol}: {exc!r}")
             self._frames[subprotocol] = cached
-        return cached
+        return None if cached is _UNENCODABLE else cached
 
-    def wire(self, subprotocol: str) -> bytes:
-        """The whole WebSocket frame (header and payload) for one encoding, built once for every subscriber."""
+    def wire(self, subprotocol: str) -> bytes | None:
+        """The whole WebSocket frame (header and payload) for one encoding, built once for every subscriber;
+        None when the encoding cannot carry the event (``frame``)."""
         cached = self._wire.get(subprotocol)
         if cached is None:
-            cached = self._wire[subprotocol] = ws_frame(self.frame(subprotocol))
+            frame = self.frame(subprotocol)
+            if frame is None:
+                return None
+            try:
+                cached = ws_frame(frame)
+            except UnicodeEncodeError as exc:  # a lone surrogate that got past every check
+                self._frames[subprotocol] = _UNENCODABLE
+                quarantine.report(self.id, "encode_error", f"{subprotocol}: {exc!r}")
+                return None
+            self._wire[subprotocol] = cached
         return cached
 
     def as_dict(self) -> dict[str, Any]:
@@ -209,17 +235,19 @@ class FrameBatch:
         self._joined: dict[str, bytes] = {}
 
     def frames(self, subprotocol: str) -> tuple[list[bytes | str], int]:
-        """Payload frames (for task transports) and their total size."""
+        """Payload frames (for task transports) and their total size; events the encoding cannot carry
+        are left out (``Event.frame``)."""
         cached = self._frames.get(subprotocol)
         if cached is None:
-            frames = [event.frame(subprotocol) for event in self.events]
+            frames = [f for f in (event.frame(subprotocol) for event in self.events) if f is not None]
             cached = self._frames[subprotocol] = (frames, sum(len(f) for f in frames))
         return cached
 
     def joined(self, subprotocol: str) -> bytes:
         cached = self._joined.get(subprotocol)
         if cached is None:
-            cached = self._joined[subprotocol] = b"".join(event.wire(subprotocol) for event in self.events)
+            wires = [event.wire(subprotocol) for event in self.events]
+            cached = self._joined[subprotocol] = b"".join(w for w in wires if w is not None)
         return cached
 
 
@@ -253,13 +281,13 @@ def encode_control(message: Mapping[str, Any], subprotocol: str) -> bytes | str:
 
 # --------------------------------------------------------------------------- names and filters
 def check_channel(name: Any) -> str:
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise ValueError(f"invalid channel name {name!r}: use 1-200 of A-Z a-z 0-9 _ . : / @ -")
     return name
 
 
 def check_type(name: Any) -> str:
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise ValueError(f"invalid event type {name!r}: use 1-200 of A-Z a-z 0-9 _ . : / @ -")
     return name
 
@@ -277,68 +305,6 @@ def parse_channels(raw: str | None) -> list[str]:
         if name not in out:
             out.append(name)
     return out
-
-
-@dataclass(frozen=True, slots=True)
-class EventFilter:
-    """Server-side filter: type globs (any may match) and equality on top-level fields of ``data``."""
-
-    types: tuple[str, ...] = ()
-    where: tuple[tuple[str, Any], ...] = ()
-    _type_re: re.Pattern[str] | None = None
-
-    @classmethod
-    def build(cls, types: Iterable[Any] | None, where: Mapping[Any, Any] | None) -> EventFilter:
-        globs: list[str] = []
-        for glob in types or ():
-            if not isinstance(glob, str) or not _GLOB_RE.match(glob):
-                raise ProtocolError(CloseCode.BAD_REQUEST, f"bad glob {str(glob)[:40]!r} in types")
-            globs.append(glob)
-        pairs: list[tuple[str, Any]] = []
-        for key, value in (where or {}).items():
-            if not isinstance(key, str) or not _FIELD_RE.match(key):
-                raise ProtocolError(CloseCode.BAD_REQUEST, f"bad where field {str(key)[:40]!r}")
-            if isinstance(value, dict | list):
-                raise ProtocolError(CloseCode.BAD_REQUEST, f"where {key}: only scalar values compare")
-            pairs.append((key, value))
-        pattern = re.compile("|".join(fnmatch.translate(g) for g in globs)) if globs else None
-        return cls(tuple(globs), tuple(pairs), pattern)
-
-    @classmethod
-    def from_query(cls, types: str | None, where: list[str]) -> EventFilter:
-        globs = [g.strip() for g in types.split(",") if g.strip()] if types else []
-        pairs: dict[str, Any] = {}
-        for item in where:
-            key, eq, value = item.partition("=")
-            if not eq or not key:
-                raise ProtocolError(CloseCode.BAD_REQUEST, "bad where: use where=key=value")
-            pairs[key] = _query_value(value)
-        return cls.build(globs, pairs)
-
-    @property
-    def is_empty(self) -> bool:
-        return not self.types and not self.where
-
-    def matches(self, event: Event) -> bool:
-        if self._type_re is not None and not self._type_re.match(event.type):
-            return False
-        if self.where:
-            data = event.data
-            if not isinstance(data, dict):
-                return False
-            for key, value in self.where:
-                if key not in data or data[key] != value or type(data[key]) is not type(value):
-                    return False
-        return True
-
-
-def _query_value(text: str) -> Any:
-    """``where=n=3`` compares with the number 3, ``where=ok=true`` with true, anything else as a string."""
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return text
-    return value if isinstance(value, int | float | bool) or value is None else text
 
 
 # --------------------------------------------------------------------------- control messages
@@ -385,8 +351,17 @@ def admin_fraction(value: Any) -> float:
 
 # --------------------------------------------------------------------------- publishing
 def parse_publish_body(body: bytes, max_batch: int) -> list[EventIn]:
-    """Validate a ``POST /events`` body: one event object or a non-empty array of them."""
-    decoded = _loads_body(body)
+    """Validate a ``POST /events`` body: one event object or a non-empty array of them.
+
+    Each event's data is serialised here, once (``EventIn.data_json``): what some encoding could not carry
+    (app/data.py) is refused with 422 and nothing of the request is published.
+    """
+    try:
+        decoded = loads_body(body)
+    except DataError as exc:
+        raise PublishError(422, "invalid_event", str(exc)) from None
+    except ValueError:
+        raise PublishError(400, "invalid_json", "request body is not valid JSON") from None
     batch = decoded if isinstance(decoded, list) else [decoded]
     if not batch:
         raise PublishError(422, "empty_batch", "a batch needs at least one event")
@@ -407,10 +382,11 @@ def parse_publish_body(body: bytes, max_batch: int) -> list[EventIn]:
                 checked_channel = check_channel(channel)
             if type_ != checked_type:
                 checked_type = check_type(type_)
-        except ValueError as exc:
+            data = item["data"]
+            events.append(EventIn(checked_channel, checked_type, data, ts, data_json=encode_data(data)))
+        except ValueError as exc:  # DataError too
             where = f"event {index}: " if listed else ""
             raise PublishError(422, "invalid_event", f"{where}{exc}") from None
-        events.append(EventIn(checked_channel, checked_type, item["data"], ts))
     return events
 
 
@@ -428,37 +404,3 @@ def _invalid_event(item: Any, index: int | None) -> PublishError:
 
 
 _EVENT_FIELDS = frozenset(("channel", "type", "data"))
-# 19+ digits in a row may be an integer beyond 64 bits, which orjson would turn into an inexact float.
-# Found by mapping every digit to "0" and the rest to " ": 13x faster than the regex [0-9]{19}.
-_DIGITS_TO_ZERO = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
-_NINETEEN_DIGITS = b"0" * 19
-
-
-def _loads_body(body: bytes) -> Any:
-    """Decode a publish body with orjson, which is also the judge of what is valid JSON here.
-
-    orjson refuses what Python's json lets through and no subscriber could parse back: NaN and Infinity,
-    numbers that overflow to infinity, lone surrogates, nesting past 1,024 levels. It is also 4-5x faster.
-    Integers beyond 64 bits it turns into inexact floats, so a body that may hold one (19+ digits in a row)
-    is decoded a second time by json, which keeps them exact.
-    """
-    if body.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark: RFC 8259 lets parsers ignore it
-        body = body[3:]
-    try:
-        decoded = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise PublishError(400, "invalid_json", "request body is not valid JSON") from None
-    if _NINETEEN_DIGITS in body.translate(_DIGITS_TO_ZERO):
-        try:
-            return json.loads(body)
-        except (ValueError, RecursionError):  # orjson took it, so this is not expected
-            raise PublishError(400, "invalid_json", "request body is not valid JSON") from None
-    return decoded
-
-
-def dumps_data(data: Any) -> str:
-    """Compact JSON text of event data (orjson: several times faster than json on the publish path)."""
-    try:
-        return orjson.dumps(data).decode()
-    except TypeError:  # integers beyond 64 bits: orjson refuses them, json keeps them exact
-        return json.dumps(data, separators=(",", ":"), ensure_ascii=False)

@@ -27,6 +27,12 @@ class Settings(BaseSettings):
         "and /admin/drain to this pod's workers on a shared Redis.",
     )
 
+    supervisor_pid: int | None = Field(
+        None,
+        description="Set by `eventcast serve --workers N` for its workers: they drain and exit when that "
+        "process dies.",
+    )
+
     # --- broker -------------------------------------------------------------------------------------
     broker_url: str = Field("memory://", description="memory:// (in-process) or redis://host:port/db.")
     redis_prefix: str = Field("eventcast", description="Prefix of every Redis key eventcast uses.")
@@ -49,7 +55,16 @@ class Settings(BaseSettings):
 
     # --- lifecycle ----------------------------------------------------------------------------------
     drain_seconds: float = Field(20.0, ge=0, description="Spread of 1012 closes on SIGTERM or /admin/drain.")
-    admin_token: str | None = Field(None, description="Bearer token for /admin/*; unset leaves them open.")
+    admin_token: str | None = Field(
+        None,
+        description="Bearer token for /admin/*. Unset: they answer only on the internal port, or on the "
+        "public port when admin_open is set.",
+    )
+    admin_open: bool = Field(
+        False,
+        description="Serve /admin/* without a token on the public port (anyone who reaches it can drain "
+        "the gateway; a warning is logged at startup). For local trials only.",
+    )
 
     # --- security and limits (docs/security.md) ------------------------------------------------------
     # Subscriber auth is on once a JWT key is set; publisher auth once an API key or a JWT key is set.
@@ -68,6 +83,15 @@ class Settings(BaseSettings):
     publish_burst: int = Field(0, ge=0, description="Publish bucket size (0 = max(1, publish_rate)).")
     connect_rate: float = Field(0.0, ge=0, description="New connections per second per IP (0 = unlimited).")
     connect_burst: int = Field(0, ge=0, description="Connect bucket size (0 = max(1, connect_rate)).")
+    client_frame_rate: float = Field(
+        20.0,
+        gt=0,
+        description="Frames a subscriber may send per second (pings, pongs, control messages; a filter "
+        "update counts as 5); past the burst it is closed with 1008.",
+    )
+    client_frame_burst: int = Field(
+        100, ge=5, description="Client frame bucket size (see client_frame_rate)."
+    )
     sse_heartbeat_seconds: float = Field(15.0, gt=0, description="Interval of SSE keep-alive comments.")
     sse_retry_ms: int = Field(
         1000, ge=0, description="SSE 'retry:' hint sent when the server closes a stream."

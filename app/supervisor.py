@@ -13,7 +13,12 @@ worker (a crash, until its replacement is up), the connections hashed to its soc
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
+import ctypes.util
 import logging
+import os
+import signal
 import socket
 
 from uvicorn import Config
@@ -103,3 +108,34 @@ class ReusePortSupervisor(Multiprocess):
                 return
             log.info("worker [%s] died; starting a new one on its socket", process.pid)
             self.processes[slot] = self._start(slot)
+
+
+# ------------------------------------------------------------------------------------ worker side
+#: prctl(2) option: the signal this process gets when its parent dies (Linux).
+_PR_SET_PDEATHSIG = 1
+#: How often a worker checks that its supervisor is still its parent (where prctl is not available).
+PARENT_CHECK_SECONDS = 1.0
+
+
+def exit_with_supervisor(supervisor_pid: int) -> asyncio.Task[None]:
+    """Make this worker drain and exit when its supervisor dies (kill -9, the OOM killer).
+
+    Orphaned workers would otherwise keep answering on the port, and a gateway started again would share it
+    with them through SO_REUSEPORT. The kernel sends SIGTERM on the parent's death (``PR_SET_PDEATHSIG``),
+    which drains like any SIGTERM; a task also checks the parent once a second, for systems without prctl
+    and for a supervisor that died before this worker asked. Returns that task (cancel it on shutdown).
+    """
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is not None:
+        try:
+            ctypes.CDLL(libc_name, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):  # not Linux: the check below does it alone
+            pass
+    return asyncio.create_task(_watch_parent(supervisor_pid), name="eventcast-supervisor-watch")
+
+
+async def _watch_parent(supervisor_pid: int) -> None:
+    while os.getppid() == supervisor_pid:
+        await asyncio.sleep(PARENT_CHECK_SECONDS)
+    log.warning("the supervisor [%s] is gone: draining and exiting", supervisor_pid)
+    os.kill(os.getpid(), signal.SIGTERM)

@@ -325,8 +325,13 @@ class NativeWebSocket(asyncio.Protocol):
             received = self.ws.close_rcvd
             self._client_code = received.code if received is not None else None
             return
-        if frame.opcode not in (Opcode.TEXT, Opcode.BINARY) or self.conn is None or self.gateway is None:
-            return  # pings are answered by ServerProtocol itself; pongs only prove the client is alive
+        if self.conn is None or self.gateway is None:
+            return
+        if frame.opcode not in (Opcode.TEXT, Opcode.BINARY):
+            # Pings are answered by ServerProtocol itself, pongs only prove the client is alive; both are
+            # charged to the client's frame budget, so a flood of them cannot grow the write buffer.
+            self.gateway.client_frame(self.conn)
+            return
         payload: str | bytes = bytes(frame.data)
         if frame.opcode is Opcode.TEXT:
             with contextlib.suppress(UnicodeDecodeError):  # ServerProtocol already failed invalid UTF-8

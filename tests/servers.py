@@ -109,8 +109,10 @@ class Gateway:
         workers: int = 1,
         env: dict[str, str] | None = None,
         host: str = "127.0.0.1",
+        admin_token: str | None = "test-admin-token",
     ) -> None:
         self.host = host
+        self.admin_token = admin_token
         self.port = free_port(host)
         self.broker = broker
         self.workers = workers
@@ -126,9 +128,17 @@ class Gateway:
     def ws(self) -> str:
         return f"ws://{self.host}:{self.port}"
 
+    @property
+    def admin(self) -> dict[str, str]:
+        """Headers for /admin/* (the gateway's admin token, unless a test's env set another)."""
+        token = self.extra_env.get("EVENTCAST_ADMIN_TOKEN", self.admin_token)
+        return {"authorization": f"Bearer {token}"}
+
     def start(self, *, wait_ready: bool = True) -> Gateway:
         env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTCAST_")}
         env.update({"EVENTCAST_REPLICA": f"gw-{self.port}", "EVENTCAST_LOG_LEVEL": "warning"})
+        if self.admin_token is not None:
+            env["EVENTCAST_ADMIN_TOKEN"] = self.admin_token
         env.update(self.extra_env)
         args = [
             sys.executable,

@@ -112,7 +112,9 @@ async def test_wrong_method_and_unknown_path(gateway: Gateway) -> None:
     async with httpx.AsyncClient() as client:
         assert (await client.get(f"{gateway.http}/events")).status_code == 405
         assert (await client.get(f"{gateway.http}/nope")).status_code == 404
-        bad_drain = await client.post(f"{gateway.http}/admin/drain", json={"seconds": -1})
+        bad_drain = await client.post(
+            f"{gateway.http}/admin/drain", json={"seconds": -1}, headers=gateway.admin
+        )
         assert bad_drain.status_code == 422 and bad_drain.json()["error"]["code"] == "invalid_seconds"
         assert (await client.get(f"{gateway.http}/readyz")).status_code == 200
 

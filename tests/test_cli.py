@@ -56,7 +56,9 @@ async def test_subscribe_prints_events_and_resumes_after_a_disconnect(gateway: G
                 await asyncio.sleep(0.1)
             ids = (await publish(gateway.http, batch("cli", 4))).json()["ids"]
             await asyncio.sleep(0.5)
-            shed = await client.post(f"{gateway.http}/admin/shed", json={"fraction": 1})
+            shed = await client.post(
+                f"{gateway.http}/admin/shed", json={"fraction": 1}, headers=gateway.admin
+            )
             assert shed.json()["shed"] == 1
             ids += (await publish(gateway.http, batch("cli", 6, 4))).json()["ids"]  # while it reconnects
         stdout, stderr = await asyncio.wait_for(process.communicate(), 30)

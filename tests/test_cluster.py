@@ -92,7 +92,9 @@ async def test_admin_shed_and_drain_reach_every_worker_of_the_pod(
     subs = [await Subscriber.open(f"{pod.ws}/ws/events?channels=x") for _ in range(30)]
     bystanders = [await Subscriber.open(f"{other.ws}/ws/events?channels=x") for _ in range(3)]
     async with httpx.AsyncClient() as client:
-        shed = await client.post(f"{pod.http}/admin/shed", json={"fraction": 1.0, "seconds": 0})
+        shed = await client.post(
+            f"{pod.http}/admin/shed", json={"fraction": 1.0, "seconds": 0}, headers=pod.admin
+        )
         assert shed.status_code == 202, shed.text
         codes = await asyncio.gather(*(s.closed() for s in subs))  # all 30, whichever worker holds them
         assert {code for code, _ in codes} == {CloseCode.SERVICE_RESTART}
@@ -103,7 +105,7 @@ async def test_admin_shed_and_drain_reach_every_worker_of_the_pod(
             assert [e["id"] for e in await s.collect(2)] == ids
 
         late = [await Subscriber.open(f"{pod.ws}/ws/events?channels=x") for _ in range(10)]
-        drain = await client.post(f"{pod.http}/admin/drain", json={"seconds": 0})
+        drain = await client.post(f"{pod.http}/admin/drain", json={"seconds": 0}, headers=pod.admin)
         assert drain.status_code == 202, drain.text
         codes = await asyncio.gather(*(s.closed() for s in late))
         assert {code for code, _ in codes} == {CloseCode.SERVICE_RESTART}
@@ -121,8 +123,8 @@ async def test_admin_shed_with_several_workers_and_redis_down_is_503(
     sub = await Subscriber.open(f"{pod.ws}/ws/events?channels=x")
     redis_server.kill()
     async with httpx.AsyncClient() as client:
-        shed = await client.post(f"{pod.http}/admin/shed", json={"fraction": 1.0})
-        drain = await client.post(f"{pod.http}/admin/drain", json={"seconds": 0})
+        shed = await client.post(f"{pod.http}/admin/shed", json={"fraction": 1.0}, headers=pod.admin)
+        drain = await client.post(f"{pod.http}/admin/drain", json={"seconds": 0}, headers=pod.admin)
     for response in (shed, drain):
         assert response.status_code == 503, response.text
         assert response.json()["error"]["code"] == "broker_unavailable"

@@ -13,6 +13,7 @@ import pytest
 from app.broker.base import Listener, Replay, StateListener
 from app.broker.memory import MemoryBroker
 from app.connection import Connection, State
+from app.filters import EventFilter
 from app.hub import Hub, Refused
 from app.protocol import (
     SUBPROTOCOL_JSON,
@@ -20,7 +21,6 @@ from app.protocol import (
     WELCOME_TYPE,
     CloseCode,
     Event,
-    EventFilter,
     EventId,
     EventIn,
     now_ms,

@@ -69,7 +69,9 @@ async def test_drain_spreads_closes_and_refuses_new_clients(gateway_factory: Cal
     gateway = gateway_factory()
     subs = [await Subscriber.open(f"{gateway.ws}/ws/events") for _ in range(10)]
     async with httpx.AsyncClient() as client:
-        response = await client.post(f"{gateway.http}/admin/drain", json={"seconds": 1})
+        response = await client.post(
+            f"{gateway.http}/admin/drain", json={"seconds": 1}, headers=gateway.admin
+        )
         assert response.status_code == 202 and response.json()["connections"] == 10
         assert (await client.get(f"{gateway.http}/readyz")).status_code == 503
     assert await close_code(f"{gateway.ws}/ws/events") == (
@@ -83,10 +85,12 @@ async def test_drain_spreads_closes_and_refuses_new_clients(gateway_factory: Cal
 async def test_shed_closes_the_asked_fraction(gateway: Gateway) -> None:
     subs = [await Subscriber.open(f"{gateway.ws}/ws/events") for _ in range(10)]
     async with httpx.AsyncClient() as client:
-        response = await client.post(f"{gateway.http}/admin/shed", json={"fraction": 0.3})
+        response = await client.post(
+            f"{gateway.http}/admin/shed", json={"fraction": 0.3}, headers=gateway.admin
+        )
         assert response.status_code == 202 and response.json()["shed"] == 3
         assert (await client.get(f"{gateway.http}/readyz")).status_code == 200
-        bad = await client.post(f"{gateway.http}/admin/shed", json={"fraction": 2})
+        bad = await client.post(f"{gateway.http}/admin/shed", json={"fraction": 2}, headers=gateway.admin)
         assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_fraction"
     await asyncio.sleep(0.5)
     closed = [s for s in subs if s.ws.protocol.close_rcvd is not None]

@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from app.broker.base import Listener, Replay, StateListener
-from app.protocol import ZERO, Event, EventId, EventIn, Position, dumps_data
+from app.protocol import ZERO, Event, EventId, EventIn, Position
 
 
 def new_epoch() -> str:
@@ -74,9 +74,10 @@ class MemoryBroker:
                 position=position,
                 channel=item.channel,
                 type=item.type,
-                data_json=dumps_data(item.data),
+                data_json=item.json,
                 ts=item.ts,
                 trace=item.trace,
+                _data=item.data,  # validated JSON: the value is what the text decodes to
             )
             self._log.append(event)
             appended.append(event)

@@ -13,6 +13,7 @@ the stream's first entry and ``max-deleted-entry-id``, and Redis data loss throu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -25,8 +26,10 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
+from app import metrics, quarantine
 from app.broker.base import BrokerUnavailable, Listener, Replay, StateListener
-from app.protocol import ZERO, Event, EventId, EventIn, Position, dumps_data
+from app.data import DataError, check_log_data
+from app.protocol import ZERO, Event, EventId, EventIn, Position, check_type
 
 log = logging.getLogger("eventcast.broker")
 
@@ -77,6 +80,17 @@ def _stream_entries(reply: Any) -> RawEntries:
     return cast(RawEntries, reply[0][1])
 
 
+def _trace(text: str | None) -> dict[str, str] | None:
+    """The W3C trace context of an entry, when it is a JSON object of strings (anything else is ignored)."""
+    if not text:
+        return None
+    with contextlib.suppress(Exception):  # ValueError, RecursionError: a producer's, never fatal
+        trace = json.loads(text)
+        if isinstance(trace, dict) and all(isinstance(v, str) for v in trace.values()):
+            return trace
+    return None
+
+
 def _field(flat: list[str], name: str) -> str | None:
     for index in range(0, len(flat) - 1, 2):
         if flat[index] == name:
@@ -102,11 +116,22 @@ class RedisBroker:
         self._up = False
         self._reader_task: asyncio.Task[None] | None = None
         # Commands and the blocking reader use separate clients so a blocked XREAD never delays a publish.
+        # Bytes that are not UTF-8 (a direct producer's) must not fail a whole reply: they are kept as lone
+        # surrogates, and the entry that holds them is quarantined when it would be delivered.
         self._client: aioredis.Redis = aioredis.Redis.from_url(
-            url, decode_responses=True, socket_connect_timeout=2, socket_timeout=5, retry_on_timeout=False
+            url,
+            decode_responses=True,
+            encoding_errors="surrogateescape",
+            socket_connect_timeout=2,
+            socket_timeout=5,
+            retry_on_timeout=False,
         )
         self._reader: aioredis.Redis = aioredis.Redis.from_url(
-            url, decode_responses=True, socket_connect_timeout=2, socket_timeout=None
+            url,
+            decode_responses=True,
+            encoding_errors="surrogateescape",
+            socket_connect_timeout=2,
+            socket_timeout=None,
         )
         # The reader parses XREAD replies itself: redis-py's field dicts cost ~10% of a publish (profiled),
         # for entries of channels nobody here subscribes to, too.
@@ -123,7 +148,9 @@ class RedisBroker:
 
     @property
     def is_up(self) -> bool:
-        return self._up
+        """Redis answers and the log reader runs: a reader that died (and is restarting) is not up."""
+        task = self._reader_task
+        return self._up and (task is None or not task.done())
 
     @property
     def position(self) -> Position:
@@ -147,7 +174,7 @@ class RedisBroker:
         except _NETWORK_ERRORS as exc:
             # Start anyway: readiness says 503 and the reader keeps trying.
             log.warning("redis unreachable at start: %s", exc, extra={"event": "broker.down"})
-        self._reader_task = asyncio.create_task(self._read_forever(), name="eventcast-redis-reader")
+        self._reader_task = asyncio.create_task(self._supervise_reader(), name="eventcast-redis-reader")
 
     async def stop(self) -> None:
         if self._commits:  # publishes already sent finish; their callers get their ids
@@ -186,7 +213,7 @@ class RedisBroker:
             [
                 item.channel,
                 item.type,
-                dumps_data(item.data),
+                item.json,
                 repr(item.ts),
                 orjson.dumps(item.trace).decode() if item.trace else "",
             ]
@@ -263,6 +290,26 @@ class RedisBroker:
             self._cursor = ZERO
         self._epoch = epoch
 
+    async def _supervise_reader(self) -> None:
+        """Run the log reader for good: no entry and no bug may end it.
+
+        An unexpected error is logged with its traceback and counted, the broker reads as down (``/readyz``
+        503, ``eventcast_broker_up`` 0) until the reader has resynchronised, and reading goes on after the
+        batch that failed.
+        """
+        while True:
+            try:
+                await self._read_forever()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception(
+                    "redis log reader failed; restarting it", extra={"event": "broker.reader_failed"}
+                )
+                metrics.BROKER_READER_RESTARTS.inc()
+                self._set_up(False)
+                await asyncio.sleep(self._retry_seconds)
+
     async def _read_forever(self) -> None:
         need_sync = not self._up
         while True:
@@ -285,44 +332,52 @@ class RedisBroker:
                 await asyncio.sleep(self._retry_seconds)
 
     def _dispatch(self, entries: RawEntries) -> None:
+        # The cursor moves first: whatever happens to this batch, the reader never reads it twice.
+        self._cursor = Position.parse(entries[-1][0])
         wanted: list[Event] = []
         channels = self._channels
         for entry_id, flat in entries:
             # eventcast writes ``channel`` first; a direct producer may put it anywhere.
             channel = flat[1] if flat and flat[0] == "channel" else _field(flat, "channel")
             if channel in channels:
-                wanted.append(self._to_event(entry_id, dict(zip(flat[::2], flat[1::2], strict=False))))
-        self._cursor = Position.parse(entries[-1][0])
+                event = self._to_event(entry_id, dict(zip(flat[::2], flat[1::2], strict=False)))
+                if event is not None:
+                    wanted.append(event)
         if wanted and self._listener is not None:
             self._listener(wanted)
 
-    def _to_event(self, entry_id: str, fields: dict[str, str]) -> Event:
-        position = Position.parse(entry_id)
-        data = fields.get("data", "null")
+    def _to_event(self, entry_id: str, fields: dict[str, str], *, report: bool = True) -> Event | None:
+        """The event of one log entry, or None when it cannot be delivered (quarantined when ``report``:
+        the live reader reports each entry once; a replay skips what the reader already reported)."""
+        event_id = f"{self._epoch}.{entry_id}"
+        type_ = fields.get("type", "message")
         try:
-            json.loads(data)
+            check_type(type_)
+            data, value = check_log_data(fields.get("data", "null"))
+        except DataError as exc:
+            if report:
+                quarantine.report(event_id, exc.reason, f"channel {fields.get('channel')!r}")
+            return None
         except ValueError:
-            data = dumps_data(data)  # a direct producer wrote plain text: deliver it as a JSON string
+            if report:
+                quarantine.report(event_id, "invalid_type", f"type {type_[:80]!r}")
+            return None
+        position = Position.parse(entry_id)
         try:
             ts = float(fields["ts"])
         except (KeyError, ValueError):
             ts = float(position.ms)
         if not math.isfinite(ts):  # a direct producer wrote nan/inf: not valid in a JSON frame
             ts = float(position.ms)
-        trace = None
-        if fields.get("trace"):
-            try:
-                trace = json.loads(fields["trace"])
-            except ValueError:
-                trace = None
         return Event(
-            id=f"{self._epoch}.{entry_id}",
+            id=event_id,
             position=position,
             channel=fields.get("channel", ""),
-            type=fields.get("type", "message"),
+            type=type_,
             data_json=data,
             ts=ts,
-            trace=trace,
+            trace=_trace(fields.get("trace")),
+            _data=value,
         )
 
     # ------------------------------------------------------------------------------------ resume
@@ -372,7 +427,9 @@ class RedisBroker:
             page = cast(Entries, await self._client.xrange(self._log_key, min=start, max="+", count=1000))
             for entry_id, fields in page:
                 if fields.get("channel") in channels:
-                    events.append(self._to_event_in_epoch(epoch, entry_id, fields))
+                    event = self._to_event_in_epoch(epoch, entry_id, fields)
+                    if event is not None:  # quarantined: skipped, as the live reader skipped it
+                        events.append(event)
             if len(events) > limit:
                 return Replay(False, reason="too_many")
             if len(page) < 1000:
@@ -384,8 +441,8 @@ class RedisBroker:
             return Replay(False, reason="trimmed")
         return Replay(True, events)
 
-    def _to_event_in_epoch(self, epoch: str, entry_id: str, fields: dict[str, str]) -> Event:
-        event = self._to_event(entry_id, fields)
-        if epoch != self._epoch:
+    def _to_event_in_epoch(self, epoch: str, entry_id: str, fields: dict[str, str]) -> Event | None:
+        event = self._to_event(entry_id, fields, report=False)
+        if event is not None and epoch != self._epoch:
             event.id = f"{epoch}.{entry_id}"
         return event

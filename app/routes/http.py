@@ -15,6 +15,7 @@ from starlette.types import Receive, Scope, Send
 from app import metrics
 from app.broker.base import BrokerUnavailable
 from app.hub import Hub
+from app.observability import INTERNAL_SCOPE_KEY
 from app.protocol import PublishError, admin_fraction, admin_seconds, parse_publish_body
 from app.security import Security
 from app.settings import Settings
@@ -115,9 +116,19 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 def admin_denied(request: Request) -> JSONResponse | None:
-    token = request.app.state.settings.admin_token
+    """None when the request may use /admin/*: it carries the admin token, or no token is set and it came
+    through the internal port, or the public port was opened on purpose (EVENTCAST_ADMIN_OPEN)."""
+    settings: Settings = request.app.state.settings
+    token = settings.admin_token
     if not token:
-        return None
+        if request.scope.get(INTERNAL_SCOPE_KEY) or settings.admin_open:
+            return None
+        return error(
+            403,
+            "admin_closed",
+            "admin endpoints need EVENTCAST_ADMIN_TOKEN, or the internal port (EVENTCAST_INTERNAL_PORT), "
+            "or EVENTCAST_ADMIN_OPEN=true",
+        )
     given = request.headers.get("authorization", "")
     if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
         return error(401, "unauthorized", "admin endpoints need 'Authorization: Bearer <admin token>'")

@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from app.auth import Principal
 from app.connection import Connection, Frame
+from app.filters import EventFilter
 from app.gateway import count_refused
 from app.hub import Hub, Refused
 from app.limits import retry_after_header
@@ -24,7 +25,6 @@ from app.protocol import (
     SUBPROTOCOL_JSON,
     WELCOME_TYPE,
     CloseCode,
-    EventFilter,
     EventId,
     ProtocolError,
     parse_channels,

@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 
 import pytest
 import redis.asyncio as aioredis
 
 from app.broker.base import BrokerUnavailable
 from app.broker.redis import RedisBroker
-from app.protocol import EventId, EventIn, Position, now_ms
+from app.protocol import Event, EventId, EventIn, Position, now_ms
 from tests.broker.conftest import PREFIX, Recorder, wait_until
 from tests.servers import RedisServer
 
@@ -270,3 +270,85 @@ async def test_direct_producer_non_finite_ts_still_gives_valid_json(
 
 def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not JSON")
+
+
+# ------------------------------------------------------------------------------------ poison entries
+def quarantined(reason: str) -> float:
+    from app import metrics
+
+    return float(metrics.EVENTS_QUARANTINED.labels(reason)._value.get())
+
+
+async def test_entries_no_encoding_can_carry_are_quarantined_and_reading_goes_on(
+    redis_server: RedisServer, make_redis_broker: Factory
+) -> None:
+    broker, rec = await make_redis_broker(redis_server)
+    await broker.subscribe("direct")
+    before = {r: quarantined(r) for r in ("invalid_utf8", "too_deep", "integer_range", "invalid_type")}
+    raw_bytes: aioredis.Redis = aioredis.Redis.from_url(redis_server.url)  # writes bytes as given
+    try:
+        good = [await raw_bytes.xadd(LOG_KEY, {"channel": "direct", "type": "t", "data": b"1"})]
+        poison: list[dict[bytes | str, bytes | str]] = [
+            {"channel": "direct", "type": "t", "data": b"\xff\xfe"},
+            {"channel": "direct", "type": b"t\xff", "data": b"1"},
+            {"channel": "direct", "type": "t\nx", "data": b"1"},
+            {"channel": "direct", "type": "t", "data": b"[" * 300 + b"]" * 300},
+            {"channel": "direct", "type": "t", "data": b'{"n": 18446744073709551616}'},
+            {"channel": b"\xff", "type": "t", "data": b"1"},  # a channel nobody could subscribe to
+            {"channel": "elsewhere", "type": "t", "data": b"\xff"},  # not subscribed here: never read
+        ]
+        for fields in poison:
+            await raw_bytes.xadd(LOG_KEY, fields)  # type: ignore[arg-type]
+        # A trace that is not a context, nested past any recursion limit: ignored, the event delivered.
+        good.append(
+            await raw_bytes.xadd(
+                LOG_KEY, {"channel": "direct", "type": "t", "data": b"2", "trace": b"[" * 5000 + b"]" * 5000}
+            )
+        )
+        good.append(await raw_bytes.xadd(LOG_KEY, {"channel": "direct", "type": "t", "data": b"3"}))
+    finally:
+        await raw_bytes.aclose()
+    good_ids = [f"{broker.epoch}.{entry_id.decode()}" for entry_id in good]
+    await rec.wait_for_ids(good_ids)
+    assert rec.ids == good_ids
+    assert [e.data for e in rec.events] == [1, 2, 3]
+    assert rec.events[1].trace is None
+    assert quarantined("invalid_utf8") == before["invalid_utf8"] + 1
+    assert quarantined("invalid_type") == before["invalid_type"] + 2
+    assert quarantined("too_deep") == before["too_deep"] + 1
+    assert quarantined("integer_range") == before["integer_range"] + 1
+    assert broker.is_up
+    # A resume across the poison gets the good events only, and counts as recovered.
+    replay = await broker.replay(["direct"], EventId.parse(good_ids[0]), 100)
+    assert replay.recovered
+    assert [e.id for e in replay.events] == good_ids[1:]
+    # Publishing and live delivery go on.
+    published = await broker.publish([ev("direct", 4)])
+    await rec.wait_for_ids(published)
+
+
+async def test_the_reader_survives_a_failing_listener_and_says_it_was_down(
+    redis_server: RedisServer, make_redis_broker: Factory
+) -> None:
+    from app import metrics
+
+    broker, rec = await make_redis_broker(redis_server)
+    await broker.subscribe("a")
+    restarts = metrics.BROKER_READER_RESTARTS._value.get()
+    failures = {"left": 1}
+    deliver = rec.__call__
+
+    def flaky(events: Sequence[Event]) -> None:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise RuntimeError("a bug in the fan-out")
+        deliver(events)
+
+    broker._listener = flaky
+    lost = await broker.publish([ev("a", 1)])
+    await wait_until(lambda: metrics.BROKER_READER_RESTARTS._value.get() == restarts + 1, what="a restart")
+    await wait_until(lambda: broker.is_up, what="the reader back up")
+    assert False in rec.states  # broker_up said 0 while the reader was restarting
+    later = await broker.publish([ev("a", 2)])
+    await rec.wait_for_ids(later)
+    assert lost[0] not in rec.ids  # the failed batch is not read again: the reader moved past it

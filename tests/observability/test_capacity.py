@@ -152,7 +152,9 @@ async def test_refusals_by_reason(gateway_factory: Callable[..., Gateway], engin
     assert refused(scrape(metrics_url)[1]) == want
 
     async with httpx.AsyncClient(timeout=10) as client:
-        assert (await client.post(f"{gw.http}/admin/drain", json={"seconds": 0})).status_code == 202
+        assert (
+            await client.post(f"{gw.http}/admin/drain", json={"seconds": 0}, headers=gw.admin)
+        ).status_code == 202
     for sub in held:
         assert (await sub.closed())[0] == CloseCode.SERVICE_RESTART
     assert await ws_refused(f"{url}&token={token}") == CloseCode.SERVICE_RESTART

@@ -88,7 +88,9 @@ async def test_sse_drain_sends_close_and_retry_hint(gateway_factory: Callable[..
     async with open_sse(f"{gw.http}/sse/events") as sse:
         await sse.next_event()
         async with httpx.AsyncClient() as client:
-            assert (await client.post(f"{gw.http}/admin/drain", json={"seconds": 0})).status_code == 202
+            assert (
+                await client.post(f"{gw.http}/admin/drain", json={"seconds": 0}, headers=gw.admin)
+            ).status_code == 202
         closing = await sse.next_event()
         assert closing.event == "eventcast.close"
         assert closing.json()["code"] == CloseCode.SERVICE_RESTART

@@ -7,6 +7,8 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from app.auth import ApiKeys, Authenticator, RedactingFilter, redact
 from app.limits import OriginPolicy, RateLimiter, retry_after_header
 from app.protocol import Event, Position
@@ -50,6 +52,29 @@ def test_origin_policy() -> None:
     assert policy.allows("https://a.trusted.dev") and not policy.allows("https://trusted.dev.evil.io")
     assert not policy.allows("null")
     assert OriginPolicy("").allows("https://anything")
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "https://evil.io/.trusted.dev",  # a path: no browser sends one, and '*' must not cross '/'
+        "https://evil.io/x.trusted.dev",
+        "https://a.trusted.dev/",
+        "https://a.trusted.dev/path",
+        "javascript:alert(1)//a.trusted.dev",
+        "",
+    ],
+)
+def test_origin_globs_do_not_cross_slashes_and_origins_must_be_well_formed(origin: str) -> None:
+    assert not OriginPolicy("https://*.trusted.dev").allows(origin)
+    assert not OriginPolicy("*").allows(origin)
+
+
+def test_origin_star_alone_matches_every_well_formed_origin_and_null_when_listed() -> None:
+    assert OriginPolicy("*").allows("https://x.example:8443")
+    assert OriginPolicy("*").allows("http://[::1]:8000")
+    assert not OriginPolicy("*").allows("null")
+    assert OriginPolicy("null").allows("null")
 
 
 def test_api_keys_file_reloads_on_change(tmp_path: Path) -> None:
