@@ -39,14 +39,13 @@ from app.bench import server as server_mod
 from app.bench.measure import CpuMeter, PhaseOptions
 from app.bench.scenarios import BenchConfig, ScenarioRunner
 from app.bench.server import ServerUnderTest
-from app.bench.workers import CloseAll, WorkerPool, raise_file_limit
+from app.bench.workers import CLIENTS_PER_PROCESS, CloseAll, WorkerPool, raise_file_limit
 
 PEERS = ("nchan", "socketio")
 LABELS = {"eventcast": "eventcast", "nchan": "nginx+nchan", "socketio": "socket.io"}
 PINNING = ("pinned", "unpinned")
 SECTION_START = "<!-- peers-table -->"
 SECTION_END = "<!-- /peers-table -->"
-CLIENTS_PER_PROCESS = 15_000
 
 Advance = Callable[[str], None]
 

@@ -24,10 +24,9 @@ from app.bench import server as server_mod
 from app.bench.checks import first_targets, performance_targets
 from app.bench.figures import comparison, key_figures, limits_notes
 from app.bench.scenarios import WORKER_COUNTS, BenchConfig, ScenarioRunner, redis_publish_planned
-from app.bench.workers import WorkerPool, raise_file_limit
+from app.bench.workers import CLIENTS_PER_PROCESS, WorkerPool, raise_file_limit
 
 SCHEMA_VERSION = 1
-CLIENTS_PER_PROCESS = 15000  # stays below a 20k open-file limit per load process
 
 
 @dataclass

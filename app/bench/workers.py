@@ -29,6 +29,7 @@ from app.bench.fastcount import CPhase, CTracker
 PROGRESS_SLOTS = 3  # per worker: min max_seq, min unique count, live clients
 PROGRESS_INTERVAL_S = 0.02
 COMMAND_TIMEOUT_S = 600.0
+CLIENTS_PER_PROCESS = 15_000  # stays below a 20k open-file limit per load process
 
 
 # Commands (parent -> worker) and replies --------------------------------------------------------------------
