@@ -106,3 +106,25 @@ def test_rewriting_the_real_doc_changes_only_its_section() -> None:
     assert compare.rewrite_section(rewritten, "| new | table |") == rewritten
     with pytest.raises(ValueError):
         compare.rewrite_section(f"{compare.SECTION_END}\n{compare.SECTION_START}\n", "x")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--peers", "haproxy"], "unknown peer(s) ['haproxy']"),
+        (["--peers", "nchan", "--pinning", "sometimes"], "--pinning must be pinned, unpinned or both"),
+        (["--client", "curl"], "--client must be one of raw, picows, websockets"),
+        (["--peers", "nchan", "--runs", "0"], "--runs"),
+    ],
+)
+def test_bad_peer_options_are_refused_before_anything_runs(arguments: list[str], message: str) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from app.bench.command import bench
+
+    app = typer.Typer()
+    app.command()(bench)
+    done = CliRunner().invoke(app, arguments)
+    assert done.exit_code == 2, done.output
+    assert message in " ".join(done.output.replace("│", " ").split())
