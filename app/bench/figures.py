@@ -144,6 +144,26 @@ def _step_figures(prefix: str, section: str, step: dict[str, Any]) -> Iterable[F
             "ms",
             False,
         )
+        # where a broadcast's time goes (results of older versions of the bench have none of these)
+        if "server_user_ms_per_event" in paced:
+            for part, label in (("user", "its own code"), ("sys", "the kernel for it")):
+                yield Figure(
+                    f"{prefix}.server_{part}_ms_per_broadcast",
+                    section,
+                    f"server CPU per broadcast event, {label}",
+                    paced.get(f"server_{part}_ms_per_event"),
+                    "ms",
+                    False,
+                )
+        if "time_to_first" in broadcast:
+            yield Figure(
+                f"{prefix}.time_to_first_p50_ms",
+                section,
+                "time to first client p50",
+                broadcast["time_to_first"]["p50_ms"],
+                "ms",
+                False,
+            )
     sustained = step.get("sustained")
     if sustained:
         throughput = sustained["throughput"]["deliveries_per_s"]
@@ -505,6 +525,9 @@ KEY_FIGURES: tuple[tuple[str, str], ...] = (
         "projected deliveries/s per server core (from CPU, a projection)",
     ),
     ("ramp.{n}.server_cpu_ms_per_broadcast", "server CPU per single broadcast to {n} clients"),
+    ("ramp.{n}.server_user_ms_per_broadcast", "  of which user (the server's own code)"),
+    ("ramp.{n}.server_sys_ms_per_broadcast", "  of which system (the kernel sending for it)"),
+    ("ramp.{n}.time_to_first_p50_ms", "single broadcast to {n} clients, time to first p50"),
     ("ramp.{n}.load_cpu_ms_per_broadcast", "load-generator CPU to receive one broadcast, {n} clients"),
     ("sustained.peak_rss_mb", "peak RSS, {n} clients sustained"),
     ("publish.b1.s0.requests_per_s", "HTTP publish, single events, req/s"),
