@@ -348,15 +348,23 @@ class PhaseRunner:
         async def publish(phase_id: int) -> dict[str, Any]:
             publisher = self._publisher()
             publish_ms: list[float] = []
+            errors: dict[str, int] = {}
+            published = 0
             try:
                 for seq in range(events):
-                    publish_ms.append(await publisher.publish(self._body(phase_id, [seq])))
+                    try:
+                        publish_ms.append(await publisher.publish(self._body(phase_id, [seq])))
+                    except Exception as error:  # the server did not answer (in time): the phase ends here,
+                        errors[type(error).__name__] = 1  # and counts the events it had accepted
+                        break
+                    published += 1
                     await self._wait(self._reached(seq), self.options.event_timeout_s)
             finally:
                 await publisher.close()
             return {
-                "events": events,
+                "events": published,
                 "mode": "paced",
+                "publish_errors": errors,
                 "publish_retries": publisher.retries,
                 "publish_latency": stats.summarize_samples(publish_ms).as_dict(),
             }

@@ -167,6 +167,7 @@ SCHEMA_PHASE = {
     "mode",
     "publish_latency",
     "publish_retries",
+    "publish_errors",
     "server_efficiency",
 }
 SCHEMA_DELIVERY = {
