@@ -1,8 +1,8 @@
 """`eventcast bench --peers`: eventcast against other fan-out servers, side by side, in one run.
 
-Each server (one `eventcast serve` worker, then each peer: Debian's nginx with nchan, one worker, and socket.io
-4 with its Redis adapter in one Node process, both from app/bench/peers/) is started fresh and driven by the SAME load-generator processes and the SAME
-publisher, one after the other, in one run; the run is repeated (`--runs`, order alternating so neither
+Each server (one `eventcast serve` worker, then each peer: Debian's nginx with nchan, one worker, and
+socket.io 4 with its Redis adapter in one Node process, both from app/bench/peers/) is started fresh and
+driven by the SAME load-generator processes and the SAME publisher, one after the other, in one run; the run is repeated (`--runs`, order alternating so neither
 server always goes first) and, with `--pinning both`, done once with the servers on core 0 and the load on
 the other cores (as `taskset` would) and once unpinned. Per server and run it measures:
 
@@ -17,7 +17,7 @@ the other cores (as `taskset` would) and once unpinned. Per server and run it me
   (app/bench/ratesearch.py).
 
 Latency is measured from the publisher's clock (the time the request was written, carried in the event)
-for every server alike, since nchan stamps nothing. The summary (median and min-max over the runs) goes into
+for every server alike, since the peers stamp nothing. The summary (median and min-max over the runs) goes into
 docs/benchmarks.md between markers this command rewrites.
 """
 
