@@ -143,10 +143,10 @@ def _run_uvicorn(settings: Settings, logging_config: dict[str, Any]) -> None:
         "port": settings.port,
         "workers": settings.workers,
         "log_level": settings.log_level,
-        # Subscribers are served without ASGI (app/wsserver.py) unless per-client compression is wanted.
-        "ws": "auto"
-        if settings.ws_per_message_deflate or settings.ws_engine == "asgi"
-        else "app.wsserver:NativeWebSocket",
+        # The public port's HTTP front bounds every socket and serves subscribers natively, without ASGI
+        # (app/transports/http.py); uvicorn's WebSocket serves the ASGI engine and permessage-deflate.
+        "http": "app.transports.http:GatewayHttpProtocol",
+        "ws": "auto",
         "ws_max_size": settings.max_control_bytes,
         "ws_ping_interval": settings.idle_timeout_seconds / 2,
         "ws_ping_timeout": settings.idle_timeout_seconds / 2,

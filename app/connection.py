@@ -1,21 +1,25 @@
-"""One subscriber: its subscriptions, its bounded outbound queue, and how that queue reaches the client.
+"""One subscriber's delivery: its bounded outbound queue, and one way out to whatever transport it has.
 
-The hub calls ``push`` while fanning out; ``push`` never awaits, so one slow client cannot delay others.
-A client whose queue would pass ``max_queue_bytes`` is closed with 4008 (it may resume with ``since``).
+The hub calls ``push`` while fanning out; ``push`` never awaits, so one slow client cannot delay others. Each
+event's frame was built once for the transport's framing (``Event.frame``) and is shared by every
+subscriber; a connection only queues it and marks itself dirty. One flush per event-loop turn (the module's
+``Flusher``) writes each dirty connection's queue with a single ``Transport.write``.
 
-Two ways out, chosen by the transport:
-- direct (the native WebSocket, ``app.wsserver``): ``push`` appends the event's complete WebSocket frame,
-  built once per event (``Event.wire``), and marks the connection dirty; one flush per loop turn writes each
-  dirty connection's frames with a single ``write``. The transport's own buffer counts toward the bound.
-  No task per connection.
-- task (ASGI WebSocket, SSE): a writer task awaits ``transport.send`` for each frame.
+The bound: what waits in the queue plus what the transport still holds (``Transport.buffered``) may not
+pass ``max_queue_bytes``; a client that would pass it is closed with 4008 (it may resume with ``since``).
+While the transport holds more than the connection's high-water mark (``HIGH_WATER``, or a quarter of
+the bound if that is less), frames stay in the queue (the transport calls ``on_writable`` once it drained),
+so a slow client's 4008 close frame never waits behind more than that of its own data: what is queued is
+dropped, what the transport holds cannot be. A replay is fed to the queue up to half the bound at a time,
+which is past the high-water mark, so the transport always calls back for more.
+
+A transport that must await each send (ASGI, SSE) keeps its own pump (app/transports/pump.py) behind the
+same synchronous ``write``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import secrets
 import time
 from collections import deque
@@ -24,62 +28,68 @@ from enum import Enum
 from typing import Protocol
 
 from app import metrics
+from app.causes import Cause
 from app.filters import EventFilter
 from app.limits import FrameBudget
-from app.protocol import CloseCode, Event, FrameBatch, Position, ws_frame
+from app.protocol import Event, Frame, FrameBatch, Framing, Position
 
-log = logging.getLogger("eventcast.connection")
-
-Frame = bytes | str
-
-#: How long a close may wait for the client to take its pending frames and the close frame.
-CLOSE_FLUSH_SECONDS = 10.0
+#: Bytes a transport may hold before the queue keeps the rest (the 4008 close waits behind at most this).
+HIGH_WATER = 64 * 1024
 #: Longest a flush waits to gather more events, after a flush that took four times as long.
 MAX_COALESCE_SECONDS = 0.005
 _ZERO = Position(0, 0)
 
 
 class Transport(Protocol):
-    """What a connection needs from the WebSocket (or SSE) layer underneath it.
+    """What a connection needs from the layer that moves its bytes (app/transports/*).
 
-    A transport with ``direct = True`` also has ``write_frames(frames)`` (complete WebSocket frames, written
-    at once, never awaiting) and ``buffered()`` (bytes it holds that the kernel has not taken yet).
+    Every method returns at once; none awaits.
     """
 
-    kind: str  # "websocket" or "sse": the ``transport`` label of metrics
+    #: The ``transport`` label of metrics: "websocket" or "sse".
+    kind: str
+    #: How this transport wants its frames built.
+    framing: Framing
 
-    async def send(self, frame: Frame) -> None: ...
+    def write(self, frames: list[Frame]) -> None:
+        """Send these frames, in order, after everything written before."""
 
-    async def close(self, code: int, reason: str) -> None: ...
+    def buffered(self) -> int:
+        """Bytes written but not yet taken by the peer's socket."""
+
+    def watermark(self, high: int) -> None:
+        """Once more than ``high`` bytes were held, call the connection's ``on_writable`` when it drained
+        (as uvloop's ``pause_writing`` / ``resume_writing`` do)."""
+
+    def close(self, code: int, reason: str) -> None:
+        """Close after what was written: a close frame (WebSocket) or a close event (SSE)."""
 
 
 class State(Enum):
     SYNCING = "syncing"  # replaying history; live events wait in ``_pending``
     LIVE = "live"
-    CLOSING = "closing"
-    CLOSED = "closed"
+    CLOSING = "closing"  # the close was sent: nothing more is queued
+    CLOSED = "closed"  # gone
 
 
-class _Flusher:
-    """Writes every dirty direct connection once per loop turn, after the fan-out that dirtied it.
+class Flusher:
+    """Writes every dirty connection once per loop turn, after the fan-out that dirtied it.
 
     When the last flush was long (thousands of clients), the next one waits a fraction of that time, at
     most ``MAX_COALESCE_SECONDS``, so events published meanwhile leave in the same write to each client:
     one system call per client carries many events when that is what the load needs.
     """
 
-    __slots__ = ("dirty", "last_end", "last_seconds", "loop")
+    __slots__ = ("dirty", "last_end", "last_seconds")
 
     def __init__(self) -> None:
         self.dirty: list[Connection] = []
-        self.loop: asyncio.AbstractEventLoop | None = None
         self.last_seconds = 0.0
         self.last_end = 0.0
 
     def mark(self, conn: Connection) -> None:
         if not self.dirty:
             loop = asyncio.get_running_loop()
-            self.loop = loop
             # Only while busy (the last long flush ended moments ago); an idle gateway flushes at once.
             busy = time.perf_counter() - self.last_end < self.last_seconds
             wait = min(MAX_COALESCE_SECONDS, self.last_seconds / 4) if busy else 0.0
@@ -98,16 +108,16 @@ class _Flusher:
         self.last_seconds = self.last_end - started
 
 
-_flusher = _Flusher()
+FLUSHER = Flusher()
 
 
 class Connection:
-    """A subscriber, owned by the hub."""
+    """A subscriber's delivery state, owned by the hub (subscriptions) and its session (everything else)."""
 
     __slots__ = (
         "_after",
         "_backlog",
-        "_closer",
+        "_buffered",
         "_dirty",
         "_frames_queued",
         "_pending",
@@ -116,22 +126,21 @@ class Connection:
         "_replayed_until",
         "_sample_countdown",
         "_samples",
-        "_wake",
-        "_writer",
         "budget",
+        "cause",
         "channels",
-        "close_code",
-        "close_reason",
+        "client_code",
         "counted",
         "delivered",
-        "direct",
         "enqueued",
         "filter",
+        "framing",
+        "high_water",
         "id",
         "max_queue_bytes",
         "queued",
+        "reason",
         "state",
-        "subprotocol",
         "transport",
     )
 
@@ -140,52 +149,58 @@ class Connection:
         transport: Transport,
         *,
         channels: Iterable[str],
-        subprotocol: str,
         event_filter: EventFilter | None,
         max_queue_bytes: int,
     ) -> None:
         self.id = secrets.token_hex(8)
         self.transport = transport
-        self.direct = bool(getattr(transport, "direct", False))
+        self.framing = transport.framing
         self.channels = tuple(channels)
-        self.subprotocol = subprotocol
         self.filter = event_filter if event_filter is not None and not event_filter.is_empty else None
         self.max_queue_bytes = max_queue_bytes
+        self.high_water = min(HIGH_WATER, max_queue_bytes // 4)
+        transport.watermark(self.high_water)
         self.state = State.SYNCING
         self.queued = 0  # bytes in ``_queue``
-        self.close_code: int | None = None
-        self.close_reason = ""
+        self.cause: Cause | None = None  # why the server closed it (None: open, or the client left)
+        self.reason = ""
+        self.client_code: int | None = None  # the close code the client sent, if it closed
         self.delivered = 0  # frames handed to the transport
         self.enqueued = 0  # frames ever queued; with ``delivered``, pins latency samples to their frames
         self.counted = False  # set by the hub once the connection shows in metrics
-        self.budget: FrameBudget | None = None  # what the client may send (Gateway.client_frame)
+        self.budget: FrameBudget | None = None  # what the client may send (app/session.py)
         # Broadcast latency: every Nth live frame is sampled; (frame number, event ts) until written.
         self._sample_countdown = metrics.first_sample_countdown()
         self._samples: deque[tuple[int, float]] | None = None
         self._queue: list[Frame] = []
-        self._frames_queued = 0  # direct: frames in ``_queue`` (one item may hold a batch of frames)
+        self._frames_queued = 0  # frames in ``_queue`` (one item may hold a batch of frames)
+        self._buffered = 0  # what the transport held at the last flush
         self._dirty = False
         self._pending: list[Event] = []
         self._pending_bytes = 0
         self._replayed_until: Position | None = None
         self._backlog: deque[Event] | None = None
         self._after = _ZERO
-        self._wake: asyncio.Event | None = None if self.direct else asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
-        self._closer: asyncio.Task[None] | None = None
+
+    @property
+    def subprotocol(self) -> str:
+        return self.framing.subprotocol
+
+    @property
+    def kind(self) -> str:
+        """The ``transport`` label of metrics."""
+        return self.transport.kind
 
     @property
     def queued_bytes(self) -> int:
-        """Bytes waiting for this client: our queue, plus what a direct transport still buffers."""
-        if self.direct:
-            return self.queued + int(self.transport.buffered())  # type: ignore[attr-defined]
-        return self.queued
+        """Bytes waiting for this client: our queue, plus what the transport still holds."""
+        return self.queued + self.transport.buffered()
 
     # -------------------------------------------------------------------------------- fan-out side
     def push(self, event: Event) -> bool:
         """Queue one event without awaiting; True when a frame was queued.
 
-        Drops it (and closes 4008) when the queue is full; holds it while history replays.
+        Drops it (and closes 4008) when the bound would be passed; holds it while history replays.
         """
         state = self.state
         if state is State.LIVE:
@@ -196,8 +211,8 @@ class Connection:
                 self._replayed_until = None
             if self.filter is not None and not self.filter.matches(event):
                 return False
-            frame = event.wire(self.subprotocol) if self.direct else event.frame(self.subprotocol)
-            if frame is None or not self._enqueue(frame):  # None: quarantined for this encoding
+            frame = event.frame(self.framing)
+            if frame is None or not self._enqueue(frame):  # None: quarantined for this framing
                 return False
             self._sample_countdown -= 1
             if self._sample_countdown < 0:
@@ -218,31 +233,21 @@ class Connection:
         """Queue consecutive events of one channel at once; returns how many frames were queued.
 
         The common case (live, unfiltered, nothing to skip) costs the same for one event or a hundred: the
-        batch's frames were encoded once for every subscriber.
+        batch was framed once for every subscriber.
         """
         if self.state is not State.LIVE or self.filter is not None or self._replayed_until is not None:
             return sum(self.push(event) for event in batch.events)
+        items, size = batch.items(self.framing)
+        if self.queued + self._buffered + size > self.max_queue_bytes:
+            self._overflow()
+            return 0
         events = batch.events
-        if self.direct:
-            joined = batch.joined(self.subprotocol)
-            size = len(joined)
-            if self.queued + size > self.max_queue_bytes:
-                self._overflow()
-                return 0
-            self._queue.append(joined)
-            self.queued += size
-            self._frames_queued += len(events)
-            if not self._dirty:
-                self._dirty = True
-                _flusher.mark(self)
-        else:
-            frames, size = batch.frames(self.subprotocol)
-            if self.queued + size > self.max_queue_bytes:
-                self._overflow()
-                return 0
-            self._queue.extend(frames)
-            self.queued += size
-            self._wake.set()  # type: ignore[union-attr]
+        self._queue += items
+        self.queued += size
+        self._frames_queued += len(events)
+        if not self._dirty:
+            self._dirty = True
+            FLUSHER.mark(self)
         first = self.enqueued + 1
         self.enqueued += len(events)
         self._sample_countdown -= len(events)
@@ -255,31 +260,28 @@ class Connection:
         return len(events)
 
     def push_frame(self, frame: Frame) -> None:
-        """Queue a control frame (welcome, pong) in order with the events."""
+        """Queue a control frame (welcome, pong, filter answer) in order with the events."""
         if self.state in (State.SYNCING, State.LIVE):
-            self._enqueue(ws_frame(frame) if self.direct else frame)
+            self._enqueue(frame)
 
     def _enqueue(self, frame: Frame) -> bool:
         size = len(frame)
-        if self.queued + size > self.max_queue_bytes:
+        if self.queued + self._buffered + size > self.max_queue_bytes:
             self._overflow()
             return False
         self._queue.append(frame)
         self.enqueued += 1
         self.queued += size
-        if self.direct:
-            self._frames_queued += 1
-            if not self._dirty:
-                self._dirty = True
-                _flusher.mark(self)
-        else:
-            self._wake.set()  # type: ignore[union-attr]
+        self._frames_queued += 1
+        if not self._dirty:
+            self._dirty = True
+            FLUSHER.mark(self)
         return True
 
     def _overflow(self) -> None:
         """The client cannot keep up: drop what waits and close with 4008 (it may resume)."""
         metrics.MESSAGES_DROPPED.labels("slow_consumer").inc(1 + len(self._queue))
-        self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer", flush=False)
+        self.close(Cause.SLOW_CONSUMER, flush=False)
 
     def go_live(self, replayed: list[Event], after: Position) -> None:
         """End the sync phase: send the replay, then the live events that came meanwhile, skipping repeats.
@@ -287,6 +289,8 @@ class Connection:
         The replay is fed to the queue as the client takes it (``_refill``), so a long history never
         overflows the queue at once; live events wait in ``_pending`` until the replay is out.
         """
+        if self.state is not State.SYNCING:  # closed while it was attaching
+            return
         self._backlog = deque(replayed) if replayed else None
         self._after = after
         self._refill()
@@ -295,12 +299,13 @@ class Connection:
         backlog = self._backlog
         if backlog is not None:
             matches = self.filter.matches if self.filter is not None else None
-            while backlog and self.queued_bytes < self.max_queue_bytes // 2:
+            framing = self.framing
+            while backlog and self.queued + self._buffered < self.max_queue_bytes // 2:
                 event = backlog.popleft()
                 self._after = event.position
                 if matches is None or matches(event):
-                    frame = event.wire(self.subprotocol) if self.direct else event.frame(self.subprotocol)
-                    if frame is not None:  # None: quarantined for this encoding
+                    frame = event.frame(framing)
+                    if frame is not None:  # None: quarantined for this framing
                         self._enqueue(frame)
             if backlog:
                 return
@@ -321,91 +326,53 @@ class Connection:
     def set_filter(self, event_filter: EventFilter) -> None:
         self.filter = None if event_filter.is_empty else event_filter
 
-    # -------------------------------------------------------------------------------- direct writes
+    # -------------------------------------------------------------------------------- the way out
     def flush(self) -> None:
-        """Write everything queued with one transport write (direct transports)."""
+        """Write everything queued with one transport write, unless the transport is above the high-water
+        mark (then ``on_writable`` flushes once it drained)."""
         self._dirty = False
         queue = self._queue
-        if not queue or self.state is State.CLOSED:
+        if not queue or self.state is State.CLOSED or self._buffered > self.high_water:
             return
         self._queue = []
         self.queued = 0
-        self.transport.write_frames(queue)  # type: ignore[attr-defined]
+        self.transport.write(queue)
         self.delivered += self._frames_queued
         self._frames_queued = 0
         samples = self._samples
         if samples:
             while samples and samples[0][0] <= self.delivered:
                 metrics.observe_broadcast(samples.popleft()[1])
-        buffered = self.transport.buffered()  # type: ignore[attr-defined]
+        buffered = self._buffered = self.transport.buffered()
         if buffered > self.max_queue_bytes:  # the kernel stopped taking this client's bytes
             self._overflow()
         elif self._backlog is not None and buffered < self.max_queue_bytes // 2:
             self._refill()
 
     def on_writable(self) -> None:
-        """The transport drained below its low-water mark: continue a replay."""
-        if self._backlog is not None:
-            self._refill()
-
-    # -------------------------------------------------------------------------------- writer task
-    def start(self) -> None:
-        if not self.direct:
-            self._writer = asyncio.create_task(self._write_forever(), name=f"eventcast-writer-{self.id}")
-
-    async def _write_forever(self) -> None:
-        send, wake = self.transport.send, self._wake
-        assert wake is not None
-        try:
-            while True:
-                await wake.wait()
-                wake.clear()
-                while self._queue:
-                    batch, self._queue = self._queue, []
-                    for frame in batch:
-                        self.queued -= len(frame)
-                        await send(frame)
-                        self.delivered += 1
-                        samples = self._samples
-                        if samples and samples[0][0] == self.delivered:
-                            metrics.observe_broadcast(samples.popleft()[1])
-                    if not self._queue and self._backlog is not None:
-                        self._refill()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the client went away mid-send; the endpoint sees the disconnect
-            log.debug("send failed on %s: %r", self.id, exc)
-
-    async def _flush(self) -> None:
-        if self.direct:
+        """The transport drained below its low-water mark: write what waited, continue a replay."""
+        self._buffered = self.transport.buffered()
+        if self.state in (State.SYNCING, State.LIVE):
             self.flush()
-            return
-        while self._queue and self._writer is not None and not self._writer.done():
-            self._wake.set()  # type: ignore[union-attr]
-            await asyncio.sleep(0.005)
+            if self._backlog is not None:
+                self._refill()
 
     # -------------------------------------------------------------------------------- closing
-    def close_soon(self, code: int, reason: str, *, flush: bool = True) -> asyncio.Task[None] | None:
-        """Start closing (idempotent): optionally let queued frames out first, then send the close frame."""
-        if self._closer is None and self.state not in (State.CLOSING, State.CLOSED):
-            self.state = State.CLOSING
-            self.close_code, self.close_reason = code, reason
-            self._closer = asyncio.create_task(
-                self._close(code, reason, flush), name=f"eventcast-close-{self.id}"
-            )
-        return self._closer
-
-    async def _close(self, code: int, reason: str, flush: bool) -> None:
-        try:
-            if flush:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._flush(), CLOSE_FLUSH_SECONDS)
-            await self._stop_writer()
-            self._drop_queue()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.transport.close(code, reason), CLOSE_FLUSH_SECONDS)
-        finally:
-            self.state = State.CLOSED
+    def close(self, cause: Cause, reason: str | None = None, *, flush: bool = True) -> None:
+        """Close once (later calls do nothing): let what is queued out first (``flush``) or drop it, then
+        the transport sends the close after whatever it still holds."""
+        if self.state in (State.CLOSING, State.CLOSED):
+            return
+        self.cause, self.reason = cause, reason or cause.ending.reason
+        self.state = State.CLOSING
+        queue = self._queue
+        if flush and queue:  # past the high water too: a drain lets the last frames out anyway
+            self.transport.write(queue)
+            self.delivered += self._frames_queued
+        self._drop_queue()
+        code = cause.code
+        if code is not None:
+            self.transport.close(code, self.reason)
 
     def _drop_queue(self) -> None:
         self._queue = []
@@ -414,15 +381,7 @@ class Connection:
         self._pending = []
         self._backlog = None
 
-    async def _stop_writer(self) -> None:
-        if self._writer is not None and not self._writer.done():
-            self._writer.cancel()
-            with contextlib.suppress(BaseException):
-                await self._writer
-
-    async def finished(self) -> None:
-        """The client went away (or we closed it): stop writing and drop what is queued."""
-        if self.state is not State.CLOSED and self._closer is None:
-            self.state = State.CLOSED
-        await self._stop_writer()
+    def finished(self) -> None:
+        """The client is gone (or our close completed): nothing more is written."""
+        self.state = State.CLOSED
         self._drop_queue()

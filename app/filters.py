@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from app.protocol import CloseCode, ProtocolError
+from app.causes import Cause, ProtocolError
 
 MAX_GLOBS = 32
 MAX_WILDCARDS = 8
@@ -53,7 +53,7 @@ def _compile(globs: tuple[str, ...]) -> re.Pattern[str]:
 
 
 def _bad(reason: str) -> ProtocolError:
-    return ProtocolError(CloseCode.BAD_REQUEST, reason)
+    return ProtocolError(Cause.BAD_QUERY, reason)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,8 @@
 """The hub: owns connections and subscriptions, fans broker events out, drains and sheds. No web framework here.
 
-Fan-out never awaits: each event's frame is encoded once per encoding and pushed onto every subscriber's
-bounded queue; each connection's writer task does the I/O.
+Fan-out never awaits: each event is framed once per framing and queued to every subscriber's bounded queue;
+one flush per loop turn writes each dirty connection (app/connection.py). The session (app/session.py) owns
+everything else about a subscriber.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from typing import Any
 
 from app import metrics, telemetry
 from app.broker.base import Broker, BrokerUnavailable
+from app.causes import BrokerRefused, Cause, Refused, client_cause
 from app.connection import Connection, State
 from app.protocol import (
     CONTROL_CHANNEL,
     WELCOME_TYPE,
-    CloseCode,
     Event,
     EventId,
     EventIn,
@@ -34,38 +35,12 @@ from app.protocol import (
 
 log = logging.getLogger("eventcast.hub")
 
+#: How long a drain or shed waits for the closed clients to be gone (they answer the close, or are cut).
+CLOSE_WAIT_SECONDS = 10.0
+
 #: Event types on CONTROL_CHANNEL.
 CONTROL_SHED = "eventcast.shed"
 CONTROL_DRAIN = "eventcast.drain"
-
-#: Bounded vocabulary of the ``reason`` label of eventcast_connections_closed_total.
-CLOSE_LABELS: dict[int, str] = {
-    CloseCode.NORMAL: "normal",
-    CloseCode.POLICY: "policy",
-    CloseCode.TOO_BIG: "too_big",
-    CloseCode.INTERNAL_ERROR: "error",
-    CloseCode.TRY_AGAIN_LATER: "overload",
-    CloseCode.BAD_REQUEST: "bad_request",
-    CloseCode.UNAUTHENTICATED: "unauthenticated",
-    CloseCode.FORBIDDEN: "forbidden",
-    CloseCode.SLOW_CONSUMER: "slow_consumer",
-}
-
-
-class Refused(Exception):
-    """A new subscriber cannot be taken; close it with ``code`` and ``reason``."""
-
-    def __init__(self, code: CloseCode, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-
-class BrokerRefused(Refused):
-    """The broker failed while a subscriber was attaching: 1013, as overload, but another cause to count."""
-
-    def __init__(self) -> None:
-        super().__init__(CloseCode.TRY_AGAIN_LATER, "broker unavailable: try again later")
 
 
 class Hub:
@@ -104,8 +79,8 @@ class Hub:
 
     async def stop(self) -> None:
         """Close whoever is left (uvicorn's shutdown also does) and release the broker."""
-        closers = [c.close_soon(CloseCode.SERVICE_RESTART, "server shutdown") for c in list(self.connections)]
-        await asyncio.gather(*(c for c in closers if c is not None), return_exceptions=True)
+        for conn in list(self.connections):
+            conn.close(Cause.SHUTDOWN)
         await self.broker.stop()
 
     @property
@@ -119,9 +94,9 @@ class Hub:
     def check_capacity(self) -> None:
         """Raise Refused when a new connection must be turned away (draining or full)."""
         if self.draining:
-            raise Refused(CloseCode.SERVICE_RESTART, "draining: reconnect to another replica")
+            raise Refused(Cause.DRAINING)
         if len(self.connections) >= self.max_connections:
-            raise Refused(CloseCode.TRY_AGAIN_LATER, "overloaded: try again later")
+            raise Refused(Cause.OVERLOAD)
 
     def attach_now(self, conn: Connection) -> bool:
         """Attach without awaiting when nothing needs the broker: no ``since``, every channel subscribed.
@@ -142,8 +117,11 @@ class Hub:
         self._go_live(conn, None, started, False, "no_since", [], self.broker.position)
         return True
 
-    async def attach(self, conn: Connection, since: EventId | None) -> None:
-        """Register ``conn``, queue its welcome frame, replay history after ``since``, then go live."""
+    async def attach(self, conn: Connection, since: EventId | None) -> bool:
+        """Register ``conn``, queue its welcome frame, replay history after ``since``, then go live.
+
+        False when the client left meanwhile (then nothing of it is left here). Raises Refused.
+        """
         started = time.perf_counter()
         self.check_capacity()
         self.connections.add(conn)
@@ -160,11 +138,15 @@ class Hub:
                     after = since.position
         except BrokerUnavailable:
             await self._forget(conn)
-            raise BrokerRefused from None  # 1013 as overload, counted as broker_unavailable
+            raise BrokerRefused from None
         except BaseException:
             await self._forget(conn)
             raise
+        if conn.state is State.CLOSED:  # gone while we waited for the broker
+            await self._forget(conn)
+            return False
         self._go_live(conn, since, started, recovered, reason, replayed, after)
+        return True
 
     def _go_live(
         self,
@@ -188,9 +170,8 @@ class Hub:
         }
         if not recovered:
             welcome["reason"] = reason
-        conn.push_frame(encode_control(welcome, conn.subprotocol))
+        conn.push_frame(encode_control(welcome, conn.framing))
         conn.go_live(replayed, after)
-        conn.start()
         conn.counted = True  # eventcast_connections is read from the hub at scrape time (metrics.refresh)
         metrics.CONNECTIONS_OPENED.inc()
         metrics.CONNECT_DURATION.observe(time.perf_counter() - started)
@@ -229,41 +210,32 @@ class Hub:
                         await self.broker.unsubscribe(channel)
                 raise
 
-    async def detach(self, conn: Connection, client_code: int | None = None) -> None:
-        """The client is gone: forget it and count the close under a bounded reason label."""
+    async def detach(self, conn: Connection) -> None:
+        """The client is gone: forget it and count the close under its cause's label."""
         if conn not in self.connections:
             return
         await self._forget(conn)
         if conn.counted:
-            label = self.close_label(conn, client_code)
-            metrics.CONNECTIONS_CLOSED.labels(label).inc()
-            by_server = conn.close_code is not None
+            by_server = conn.cause is not None
+            cause = conn.cause if conn.cause is not None else client_cause(conn.client_code)
+            metrics.CONNECTIONS_CLOSED.labels(cause.label).inc()
             log.info(
                 "close",
                 extra={
                     "event": "close",
                     "connection": conn.id,
-                    "code": conn.close_code if by_server else client_code,
-                    "reason": conn.close_reason if by_server else "client closed",
+                    "code": cause.code if by_server else conn.client_code,
+                    "reason": conn.reason if by_server else "client closed",
                     "by": "server" if by_server else "client",
-                    "label": label,
+                    "label": cause.label,
                     "delivered": conn.delivered,
                 },
             )
 
-    @staticmethod
-    def close_label(conn: Connection, client_code: int | None) -> str:
-        if conn.close_code is None:  # the client closed (or vanished)
-            normal = (None, CloseCode.NORMAL, CloseCode.GOING_AWAY, CloseCode.NO_STATUS, CloseCode.ABNORMAL)
-            return "client" if client_code in normal else "client_error"
-        if conn.close_code == CloseCode.SERVICE_RESTART:
-            return "shed" if conn.close_reason.endswith("shed") else "drain"
-        return CLOSE_LABELS.get(conn.close_code, "other")
-
     async def _forget(self, conn: Connection) -> None:
         """Release a channel's upstream subscription after its last local subscriber."""
         self.connections.discard(conn)
-        await conn.finished()
+        conn.finished()
         async with self._subscribe_lock:
             for channel in conn.channels:
                 subscribers = self._subscribers.get(channel)
@@ -351,7 +323,7 @@ class Hub:
         if conn.state in (State.CLOSING, State.CLOSED):
             return
         log.exception("fan-out to %s failed; closing it", conn.id, extra={"event": "fanout.error"})
-        conn.close_soon(CloseCode.INTERNAL_ERROR, "internal error: reconnect and resume", flush=False)
+        conn.close(Cause.INTERNAL_ERROR, flush=False)
 
     # ------------------------------------------------------------------------------------ drain, shed
     async def request_shed(self, fraction: float, seconds: float) -> int | None:
@@ -399,7 +371,7 @@ class Hub:
         return self.drain_task
 
     async def _drain(self, seconds: float) -> None:
-        await self._close_spread(list(self.connections), seconds, "service restart: drain")
+        await self._close_spread(list(self.connections), seconds, Cause.DRAIN)
         log.info("drain finished", extra={"event": "drain.done"})
 
     async def shed(self, fraction: float, seconds: float = 0.0) -> int:
@@ -410,20 +382,21 @@ class Hub:
         conns = [c for c in self.connections if c.state is State.LIVE]
         chosen = random.sample(conns, round(len(conns) * fraction))
         log.info("shedding", extra={"event": "shed", "connections": len(chosen)})
-        task = asyncio.create_task(self._close_spread(chosen, seconds, "service restart: shed"))
+        task = asyncio.create_task(self._close_spread(chosen, seconds, Cause.SHED))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return len(chosen)
 
-    async def _close_spread(self, conns: list[Connection], seconds: float, reason: str) -> None:
+    async def _close_spread(self, conns: list[Connection], seconds: float, cause: Cause) -> None:
+        """Close ``conns`` in up to ten batches a second over ``seconds``, then wait (bounded) until they
+        are gone: each close lets the client's queued frames out first."""
         batches = max(1, min(len(conns), int(seconds * 10)))  # at most ten batches a second
         interval = seconds / batches
-        closers: list[asyncio.Task[None]] = []
         for index in range(batches):
             for conn in conns[index::batches]:
-                task = conn.close_soon(CloseCode.SERVICE_RESTART, reason)
-                if task is not None:
-                    closers.append(task)
+                conn.close(cause)
             if index < batches - 1:
                 await asyncio.sleep(interval)
-        await asyncio.gather(*closers, return_exceptions=True)
+        deadline = time.monotonic() + CLOSE_WAIT_SECONDS
+        while any(conn.state is not State.CLOSED for conn in conns) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)

@@ -19,9 +19,10 @@ from app import __version__, observability, telemetry
 from app.broker.base import create_broker
 from app.gateway import Gateway
 from app.hub import Hub
-from app.routes import http, sse, ws
+from app.routes import http
 from app.security import Security
 from app.settings import Settings
+from app.transports import asgi_ws, sse
 
 log = logging.getLogger("eventcast")
 
@@ -153,8 +154,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.include_router(http.router)
-    app.include_router(ws.router)
-    app.include_router(sse.router)
+    app.router.routes.extend([*asgi_ws.routes, *sse.routes])
     app.state.security = Security(settings)  # auth, limits, Origin, log redaction
     observability.install(app, settings)
     return app

@@ -26,7 +26,7 @@ import random
 import resource
 import time
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import psutil
 from prometheus_client import (
@@ -45,8 +45,28 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from app.hub import Hub
+from app import causes
+
+
+class Observed(Protocol):
+    """What a scrape reads from the hub (metrics observe; they import nothing that serves)."""
+
+    @property
+    def connections(self) -> Iterable[ObservedConnection]: ...
+
+    @property
+    def max_connections(self) -> int: ...
+
+
+class ObservedConnection(Protocol):
+    counted: bool
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def queued_bytes(self) -> int: ...
+
 
 NAMESPACE = "eventcast"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -57,35 +77,10 @@ MULTIPROCESS = values.ValueClass is not values.MutexValue
 #: Values of the ``transport`` label; both are exported (as 0) from the start so queries never see a gap.
 TRANSPORTS = ("websocket", "sse")
 
-#: Every value of the ``reason`` label of eventcast_connections_closed_total (app/hub.py ``Hub.close_label``).
-CLOSE_REASONS = (
-    "client",
-    "client_error",
-    "drain",
-    "shed",
-    "normal",
-    "policy",
-    "too_big",
-    "error",
-    "overload",
-    "bad_request",
-    "unauthenticated",
-    "forbidden",
-    "slow_consumer",
-    "other",
-)
-
-#: Every value of the ``reason`` label of eventcast_connections_refused_total (app/hub.py ``refusal_reason``).
-REFUSAL_REASONS = (
-    "overload",  # 1013: the worker holds EVENTCAST_MAX_CONNECTIONS
-    "draining",  # 1012: POST /admin/drain or SIGTERM
-    "unauthenticated",  # 4401 (SSE 401)
-    "forbidden",  # 4403 (SSE 403), and a disallowed Origin (HTTP 403 or 1008)
-    "rate_limited",  # the connect rate per IP (1013, SSE 429)
-    "bad_request",  # 4400 (SSE 400): channels, since, filter; HTTP 400/431: a malformed upgrade request
-    "broker_unavailable",  # 1013 (SSE 503): the broker failed while attaching
-    "error",  # 1011: an unexpected error while attaching
-)
+#: Every value of the ``reason`` label of eventcast_connections_closed_total and _refused_total: the close
+#: causes' table (app/causes.py) is the one place they are named.
+CLOSE_REASONS = causes.CLOSE_LABELS
+REFUSAL_REASONS = causes.REFUSAL_LABELS
 
 #: Every value of the ``reason`` label of eventcast_events_quarantined_total (app/data.py, app/quarantine.py).
 QUARANTINE_REASONS = (
@@ -237,7 +232,7 @@ def observe_broadcast(ts_ms: float) -> None:
     BROADCAST_LATENCY.observe(max(0.0, time.time() - ts_ms / 1000.0))
 
 
-def refresh(hub: Hub) -> int:
+def refresh(hub: Observed) -> int:
     """Set this worker's live-state gauges from the hub (cost: one pass over its connections).
 
     Returns this worker's open (counted) connections.
@@ -246,7 +241,7 @@ def refresh(hub: Hub) -> int:
     queued = 0
     for conn in hub.connections:
         if conn.counted:
-            kind = conn.transport.kind
+            kind = conn.kind
             counts[kind] = counts.get(kind, 0) + 1
         queued += conn.queued_bytes
     for kind, count in counts.items():
@@ -257,7 +252,7 @@ def refresh(hub: Hub) -> int:
     return sum(counts.values())
 
 
-async def keep_fresh(hub: Hub, interval: float) -> None:
+async def keep_fresh(hub: Observed, interval: float) -> None:
     """Multi-worker mode: keep this worker's live gauges current for scrapes answered by its siblings."""
     while True:
         refresh(hub)
@@ -272,7 +267,7 @@ def _workers_registry() -> CollectorRegistry:
     return registry
 
 
-def render(hub: Hub) -> bytes:
+def render(hub: Observed) -> bytes:
     """The text exposition for one scrape of ``/metrics``."""
     refresh(hub)
     if MULTIPROCESS:
@@ -286,7 +281,7 @@ def render(hub: Hub) -> bytes:
     return generate_latest(_Families(families))
 
 
-def pod_connections(hub: Hub) -> int:
+def pod_connections(hub: Observed) -> int:
     """Open connections of the whole pod: this worker's, plus, with several workers, what the others last
     published (at most ``metrics_refresh_seconds`` old)."""
     local = refresh(hub)

@@ -22,8 +22,8 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import metrics, telemetry
+from app.causes import CloseCode
 from app.hub import Hub
-from app.protocol import CloseCode
 from app.settings import Settings
 
 log = logging.getLogger("eventcast.observability")

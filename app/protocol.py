@@ -1,9 +1,10 @@
-"""Sans-I/O protocol: event envelopes, ids, filters, control messages and close codes.
+"""Sans-I/O protocol: event envelopes, ids, frames per transport, control messages, publish bodies.
 
-Nothing here touches a socket or a broker, so all of it is testable without a network.
+Nothing here touches a socket or a broker, so all of it is testable without a network. Close codes and the
+refusal exceptions live in app/causes.py; filters in app/filters.py; what event data may hold in app/data.py.
 
 Errors raised to callers:
-    ProtocolError(code, reason)   a client sent something we refuse; ``code`` is the close code to use.
+    ProtocolError(cause, reason)   a client sent something we refuse (app/causes.py).
     PublishError(status, code, message)   a publish request is refused; ``status`` is the HTTP status.
 """
 
@@ -15,33 +16,15 @@ import struct
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import IntEnum
+from enum import Enum
 from typing import Any
 
 import msgpack
 import orjson
 
 from app import quarantine
+from app.causes import Cause, ProtocolError
 from app.data import UNPARSED, DataError, encode_data, loads_body
-
-
-class CloseCode(IntEnum):
-    """Every WebSocket close code eventcast uses (DESIGN 5b). Never write the numbers elsewhere."""
-
-    NORMAL = 1000
-    GOING_AWAY = 1001  # the next three come from clients (or their libraries), never from us
-    NO_STATUS = 1005
-    ABNORMAL = 1006
-    POLICY = 1008
-    TOO_BIG = 1009
-    INTERNAL_ERROR = 1011
-    SERVICE_RESTART = 1012  # drain or shed: reconnect elsewhere and resume
-    TRY_AGAIN_LATER = 1013  # overload
-    BAD_REQUEST = 4400
-    UNAUTHENTICATED = 4401
-    FORBIDDEN = 4403
-    SLOW_CONSUMER = 4008
-
 
 #: Cached in place of a frame that an encoding could not build (Event.frame).
 _UNENCODABLE = b""
@@ -49,6 +32,34 @@ _UNENCODABLE = b""
 SUBPROTOCOL_JSON = "eventcast.v1.json"
 SUBPROTOCOL_MSGPACK = "eventcast.v1.msgpack"
 SUBPROTOCOLS = (SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK)
+
+#: A frame as a transport takes it: bytes (WebSocket frames, SSE, MessagePack payloads) or text.
+Frame = bytes | str
+
+
+class Framing(Enum):
+    """How a transport wants its frames. Each event is framed once per framing, for all subscribers."""
+
+    WS_JSON = "ws.json"  # whole WebSocket text frames: the native transport writes them as they are
+    WS_MSGPACK = "ws.msgpack"  # whole WebSocket binary frames
+    JSON = "json"  # message payloads, one ASGI send each
+    MSGPACK = "msgpack"
+    SSE = "sse"  # Server-Sent Events: ``id:`` and ``data:`` lines, JSON payload
+
+    @property
+    def joinable(self) -> bool:
+        """Frames of this framing can be concatenated and written at once."""
+        return self not in (Framing.JSON, Framing.MSGPACK)
+
+    @property
+    def payload(self) -> Framing:
+        """The payload framing inside this one (JSON or MSGPACK)."""
+        return Framing.MSGPACK if self in (Framing.MSGPACK, Framing.WS_MSGPACK) else Framing.JSON
+
+    @property
+    def subprotocol(self) -> str:
+        return SUBPROTOCOL_MSGPACK if self.payload is Framing.MSGPACK else SUBPROTOCOL_JSON
+
 
 WELCOME_TYPE = "eventcast.welcome"
 DEFAULT_CHANNEL = "default"
@@ -58,15 +69,6 @@ _NAME_RE = re.compile(r"[A-Za-z0-9_.:/@-]{1,200}")
 #: Where the workers of one ``eventcast serve`` tell each other to shed or drain (Hub.request_shed): '#' is
 #: not allowed in channel names, so no client can subscribe or publish to it.
 CONTROL_CHANNEL = "#eventcast.control"
-
-
-class ProtocolError(Exception):
-    """A client message or query is refused; close the connection with ``code`` and ``reason``."""
-
-    def __init__(self, code: CloseCode, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason[:120]  # a close reason must fit in 123 bytes
 
 
 class PublishError(Exception):
@@ -120,11 +122,11 @@ class EventId:
     def parse(cls, text: str) -> EventId:
         epoch, dot, pos = text.partition(".")
         if not dot or not epoch or len(text) > 80 or not epoch.isalnum():
-            raise ProtocolError(CloseCode.BAD_REQUEST, "bad since: not an eventcast event id")
+            raise ProtocolError(Cause.BAD_QUERY, "bad since: not an eventcast event id")
         try:
             return cls(epoch, Position.parse(pos))
         except ValueError:
-            raise ProtocolError(CloseCode.BAD_REQUEST, "bad since: not an eventcast event id") from None
+            raise ProtocolError(Cause.BAD_QUERY, "bad since: not an eventcast event id") from None
 
 
 # --------------------------------------------------------------------------- events
@@ -156,8 +158,7 @@ class Event:
     data_json: str  # the ``data`` field as JSON text, exactly as published
     ts: float
     trace: dict[str, str] | None = None
-    _frames: dict[str, bytes | str] = field(default_factory=dict)
-    _wire: dict[str, bytes] = field(default_factory=dict)
+    _frames: dict[Framing, Frame] = field(default_factory=dict)
     _data: Any = field(default=UNPARSED)
 
     @property
@@ -167,87 +168,69 @@ class Event:
             self._data = orjson.loads(self.data_json)
         return self._data
 
-    def frame(self, subprotocol: str) -> bytes | str | None:
-        """The wire frame for one encoding, built on first use and cached for every other subscriber.
+    def frame(self, framing: Framing) -> Frame | None:
+        """This event's frame for one framing, built on first use and shared by every other subscriber.
 
-        None when this encoding cannot carry the event: validation (app/data.py) keeps such events out,
-        so this is the last line of defence. The event is quarantined for that encoding (logged once,
-        counted) and skipped for its subscribers; everyone else still gets it.
+        None when the framing cannot carry the event: validation (app/data.py) keeps such events out, so
+        this is the last line of defence. The event is quarantined for that framing (logged once, counted)
+        and skipped for its subscribers; everyone else still gets it.
         """
-        cached = self._frames.get(subprotocol)
+        cached = self._frames.get(framing)
         if cached is None:
             try:
-                if subprotocol == SUBPROTOCOL_MSGPACK:
-                    cached = msgpack.packb(
-                        {
-                            "id": self.id,
-                            "channel": self.channel,
-                            "type": self.type,
-                            "data": self.data,
-                            "ts": self.ts,
-                        }
-                    )
-                else:
-                    # Splice the already-encoded data in: no re-serialisation of the payload.
-                    cached = (
-                        f'{{"id":{json.dumps(self.id)},"channel":{json.dumps(self.channel)},'
-                        f'"type":{json.dumps(self.type)},"data":{self.data_json},"ts":{self.ts}}}'
-                    )
-            except Exception as exc:
+                cached = self._build(framing)
+            except Exception as exc:  # msgpack's limits, a lone surrogate that got past every check
                 cached = _UNENCODABLE
-                quarantine.report(self.id, "encode_error", f"{subprotocol}: {exc!r}")
-            self._frames[subprotocol] = cached
+                quarantine.report(self.id, "encode_error", f"{framing.value}: {exc!r}")
+            self._frames[framing] = cached
         return None if cached is _UNENCODABLE else cached
 
-    def wire(self, subprotocol: str) -> bytes | None:
-        """The whole WebSocket frame (header and payload) for one encoding, built once for every subscriber;
-        None when the encoding cannot carry the event (``frame``)."""
-        cached = self._wire.get(subprotocol)
-        if cached is None:
-            frame = self.frame(subprotocol)
-            if frame is None:
-                return None
-            try:
-                cached = ws_frame(frame)
-            except UnicodeEncodeError as exc:  # a lone surrogate that got past every check
-                self._frames[subprotocol] = _UNENCODABLE
-                quarantine.report(self.id, "encode_error", f"{subprotocol}: {exc!r}")
-                return None
-            self._wire[subprotocol] = cached
-        return cached
+    def _build(self, framing: Framing) -> Frame:
+        if framing is Framing.JSON:
+            # Splice the already-encoded data in: no re-serialisation of the payload.
+            return (
+                f'{{"id":{json.dumps(self.id)},"channel":{json.dumps(self.channel)},'
+                f'"type":{json.dumps(self.type)},"data":{self.data_json},"ts":{self.ts}}}'
+            )
+        if framing is Framing.MSGPACK:
+            packed: bytes = msgpack.packb(
+                {"id": self.id, "channel": self.channel, "type": self.type, "data": self.data, "ts": self.ts}
+            )
+            return packed
+        payload = self.frame(framing.payload)
+        if payload is None:
+            return _UNENCODABLE
+        if framing is Framing.SSE:
+            assert isinstance(payload, str)
+            return f"id: {self.id}\n{sse_data(payload)}".encode()
+        return ws_frame(payload)
 
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "channel": self.channel, "type": self.type, "data": self.data, "ts": self.ts}
 
 
 class FrameBatch:
-    """Consecutive events of one channel, encoded once per encoding for every subscriber of that channel.
+    """Consecutive events of one channel, encoded once per framing for every subscriber of that channel.
 
-    ``joined`` is every event's whole WebSocket frame in one bytes object: a direct connection appends it
-    to its queue as one item and the same object is written to every client.
+    For a joinable framing the batch is one bytes object (every event's frame, concatenated): a connection
+    queues it as one item, and the same object is written to every client.
     """
 
-    __slots__ = ("_frames", "_joined", "events")
+    __slots__ = ("_items", "events")
 
     def __init__(self, events: list[Event]) -> None:
         self.events = events
-        self._frames: dict[str, tuple[list[bytes | str], int]] = {}
-        self._joined: dict[str, bytes] = {}
+        self._items: dict[Framing, tuple[list[Frame], int]] = {}
 
-    def frames(self, subprotocol: str) -> tuple[list[bytes | str], int]:
-        """Payload frames (for task transports) and their total size; events the encoding cannot carry
-        are left out (``Event.frame``)."""
-        cached = self._frames.get(subprotocol)
+    def items(self, framing: Framing) -> tuple[list[Frame], int]:
+        """What a connection queues for this batch, and its size; events the framing cannot carry are left
+        out (``Event.frame``)."""
+        cached = self._items.get(framing)
         if cached is None:
-            frames = [f for f in (event.frame(subprotocol) for event in self.events) if f is not None]
-            cached = self._frames[subprotocol] = (frames, sum(len(f) for f in frames))
-        return cached
-
-    def joined(self, subprotocol: str) -> bytes:
-        cached = self._joined.get(subprotocol)
-        if cached is None:
-            wires = [event.wire(subprotocol) for event in self.events]
-            cached = self._joined[subprotocol] = b"".join(w for w in wires if w is not None)
+            frames = [f for f in (event.frame(framing) for event in self.events) if f is not None]
+            if framing.joinable and len(frames) > 1:
+                frames = [b"".join(frames)]  # type: ignore[arg-type]  # joinable framings are bytes
+            cached = self._items[framing] = (frames, sum(len(f) for f in frames))
         return cached
 
 
@@ -267,16 +250,36 @@ def ws_frame(payload: bytes | str) -> bytes:
     return header + data
 
 
+def sse_data(text: str) -> str:
+    """``data:`` lines of a Server-Sent Event and its end: SSE ends a field at any line break."""
+    if "\n" in text or "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\ndata: ")
+    return f"data: {text}\n\n"
+
+
 def now_ms() -> float:
     return round(time.time() * 1000.0, 3)
 
 
-def encode_control(message: Mapping[str, Any], subprotocol: str) -> bytes | str:
-    """Encode a server control frame (welcome, pong) in the connection's encoding."""
-    if subprotocol == SUBPROTOCOL_MSGPACK:
-        packed: bytes = msgpack.packb(dict(message))
-        return packed
-    return json.dumps(message, separators=(",", ":"))
+def encode_control(message: Mapping[str, Any], framing: Framing) -> Frame:
+    """A server control frame (welcome, pong, filter answer, close notice) in a connection's framing.
+
+    On SSE it is a named event (``event: <type>``); the welcome also carries its position as ``id:`` so
+    that ``EventSource`` resumes from it even before the first event.
+    """
+    payload: Frame
+    if framing.payload is Framing.MSGPACK:
+        payload = msgpack.packb(dict(message))
+    else:
+        payload = json.dumps(message, separators=(",", ":"))
+    if framing is Framing.SSE:
+        head = f"event: {message.get('type', 'eventcast.control')}\n"
+        if message.get("type") == WELCOME_TYPE and message.get("position"):
+            head += f"id: {message['position']}\n"
+        return (head + sse_data(str(payload))).encode()
+    if framing in (Framing.WS_JSON, Framing.WS_MSGPACK):
+        return ws_frame(payload)
+    return payload
 
 
 # --------------------------------------------------------------------------- names and filters
@@ -301,7 +304,7 @@ def parse_channels(raw: str | None) -> list[str]:
         try:
             name = check_channel(part.strip())
         except ValueError as exc:
-            raise ProtocolError(CloseCode.BAD_REQUEST, f"bad channels: {exc}") from None
+            raise ProtocolError(Cause.BAD_QUERY, f"bad channels: {exc}") from None
         if name not in out:
             out.append(name)
     return out
@@ -316,18 +319,16 @@ def parse_control(message: str | bytes, subprotocol: str) -> dict[str, Any]:
         else:
             decoded = json.loads(message)
     except Exception:
-        raise ProtocolError(CloseCode.BAD_REQUEST, "malformed control message: not valid JSON") from None
+        raise ProtocolError(Cause.BAD_MESSAGE, "malformed control message: not valid JSON") from None
     if not isinstance(decoded, dict):
-        raise ProtocolError(CloseCode.BAD_REQUEST, "control message must be an object with an op")
+        raise ProtocolError(Cause.BAD_MESSAGE, "control message must be an object with an op")
     op = decoded.get("op")
     if op not in ("filter", "ping"):
-        raise ProtocolError(CloseCode.BAD_REQUEST, f"unknown op {str(op)[:40]!r}")
+        raise ProtocolError(Cause.BAD_MESSAGE, f"unknown op {str(op)[:40]!r}")
     if op == "filter":
         types, where = decoded.get("types", []), decoded.get("where", {})
         if not isinstance(types, list) or not isinstance(where, dict):
-            raise ProtocolError(
-                CloseCode.BAD_REQUEST, "filter needs types: [globs] and where: {field: value}"
-            )
+            raise ProtocolError(Cause.BAD_MESSAGE, "filter needs types: [globs] and where: {field: value}")
     return decoded
 
 

@@ -6,23 +6,13 @@ exception into their own answer: a close code on a WebSocket, an HTTP status on 
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Mapping, Sequence
 
 from app.auth import Authenticator, AuthError, Principal, install_log_redaction
-from app.connection import Connection
+from app.causes import Cause, ProtocolError, Throttled
 from app.limits import OriginPolicy, RateLimiter, retry_after_header
-from app.protocol import CloseCode, EventIn, ProtocolError, PublishError
+from app.protocol import EventIn, PublishError
 from app.settings import Settings
-
-
-class Throttled(ProtocolError):
-    """A subscriber refused by the connect rate (1013 on WebSocket, 429 on SSE)."""
-
-    def __init__(self, reason: str, retry_after: float) -> None:
-        super().__init__(CloseCode.TRY_AGAIN_LATER, reason)
-        self.retry_after = retry_after
 
 
 class RateLimited(PublishError):
@@ -51,31 +41,19 @@ class Security:
         """Check a new subscriber (after its channels parsed). Raises ProtocolError: 1013, 4401, 4400, 4403."""
         wait = self.connect_rate.acquire(client_ip)
         if wait:
-            raise Throttled("too many connections from this address: try again later", wait)
+            raise Throttled(wait)
         try:
             principal = self.auth.subscriber(headers.get("authorization"), query.get("token"))
         except AuthError as exc:
-            raise ProtocolError(CloseCode.UNAUTHENTICATED, exc.message) from None
+            raise ProtocolError(Cause.UNAUTHENTICATED, exc.message) from None
         limit = self.settings.max_subscriptions
         if len(channels) > limit:
-            raise ProtocolError(CloseCode.BAD_REQUEST, f"too many channels: at most {limit} per connection")
+            raise ProtocolError(Cause.BAD_QUERY, f"too many channels: at most {limit} per connection")
         if principal is not None:
             for channel in channels:
                 if not principal.can_read(channel):
-                    raise ProtocolError(
-                        CloseCode.FORBIDDEN, f"forbidden: this token may not read {channel!r}"
-                    )
+                    raise ProtocolError(Cause.FORBIDDEN, f"forbidden: this token may not read {channel!r}")
         return principal
-
-    @staticmethod
-    def close_at_expiry(conn: Connection, principal: Principal | None) -> asyncio.TimerHandle | None:
-        """Close ``conn`` with 4401 when its token expires; the caller cancels the handle when it ends."""
-        if principal is None or principal.expires_at is None:
-            return None
-        delay = max(0.0, principal.expires_at - time.time())
-        return asyncio.get_running_loop().call_later(
-            delay, conn.close_soon, CloseCode.UNAUTHENTICATED, "token expired"
-        )
 
     # ------------------------------------------------------------------------------ publishers
     def admit_publisher(self, headers: Mapping[str, str], client_ip: str) -> Principal | None:

@@ -47,6 +47,13 @@ class Settings(BaseSettings):
     )
     idle_timeout_seconds: float = Field(30.0, gt=0, description="Silent clients are closed after this.")
     max_control_bytes: int = Field(64 * 1024, ge=128, description="Largest client frame; bigger gets 1009.")
+    max_request_head_bytes: int = Field(
+        16 * 1024, ge=1024, le=1 << 20, description="Largest request head (URL and headers); bigger gets 431."
+    )
+    max_request_headers: int = Field(100, ge=10, le=1000, description="Most header lines; more gets 431.")
+    handshake_timeout_seconds: float = Field(
+        10.0, gt=0, le=300, description="Time for a request head to arrive after the accept; then 408."
+    )
     max_replay_events: int = Field(100_000, ge=1, description="Most events replayed on one resume.")
 
     # --- publishing ---------------------------------------------------------------------------------

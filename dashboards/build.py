@@ -26,7 +26,7 @@ TITLE = "eventcast"
 SCHEMA_VERSION = 39
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 RATE = "$__rate_interval"
-SLOW_CONSUMER = 'reason="slow_consumer"'  # the close label of 4008 (app/hub.py CLOSE_LABELS)
+SLOW_CONSUMER = 'reason="slow_consumer"'  # the close label of 4008 (app/causes.py)
 
 #: The template variables every query filters on, in the order they cascade (namespace, then job, then pod).
 #: Outside Kubernetes a series has no namespace or pod label: "All" is ".*", which also matches a missing label.
@@ -100,6 +100,11 @@ QUERIES: dict[str, tuple[Query, ...]] = {
             f"sum({rate('eventcast_connections_closed_total', SLOW_CONSUMER)})",
             "slow consumers closed (4008)",
         ),
+    ),
+    "delivery_faults": (
+        Query(f"sum by (reason) ({rate('eventcast_events_quarantined_total')})", "quarantined: {{reason}}"),
+        Query(f"sum({rate('eventcast_broker_reader_restarts_total')})", "broker reader restarts"),
+        Query(f"sum({rate('eventcast_fanout_errors_total')})", "fan-out errors (closed 1011)"),
     ),
     "send_queue": (Query(f"sum by (pod) ({metric('eventcast_send_queue_bytes')})", "{{pod}}"),),
     "memory_per_connection": (
@@ -238,6 +243,14 @@ LAYOUT: tuple[Row, ...] = (
             ),
             PanelSpec(
                 "send_queue", "Send queue bytes", "Bytes waiting in outbound queues, per pod.", "bytes", 12
+            ),
+            PanelSpec(
+                "delivery_faults",
+                "Quarantined events and delivery faults",
+                "Events skipped because some encoding cannot carry them (a direct producer's; the log names "
+                "each id), log reader restarts, subscribers closed by a fan-out bug. All should stay at 0.",
+                "ops",
+                24,
             ),
         ),
     ),

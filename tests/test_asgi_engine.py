@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from app.protocol import CloseCode
+from app.causes import CloseCode
 from tests import test_delivery, test_filters, test_lifecycle
 from tests import test_resume as resume_tests
 from tests.clients import close_code

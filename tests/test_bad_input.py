@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.protocol import CloseCode
+from app.causes import CloseCode
 from tests.clients import Subscriber, batch, close_code, publish
 from tests.servers import Gateway
 
@@ -153,7 +153,7 @@ UPGRADE = {
     [
         ("/ws/events", UPGRADE, b"101"),
         ("/ws/nowhere", UPGRADE, b"404"),
-        ("/ws/events", {**UPGRADE, "Sec-WebSocket-Version": "8"}, b"400"),
+        ("/ws/events", {**UPGRADE, "Sec-WebSocket-Version": "8"}, b"426"),  # RFC 6455 4.2.2
         ("/ws/events", {**UPGRADE, "Sec-WebSocket-Key": "too-short"}, b"400"),
         ("/ws/events", {k: v for k, v in UPGRADE.items() if k != "Sec-WebSocket-Key"}, b"400"),
     ],

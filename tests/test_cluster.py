@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from app.protocol import CloseCode
+from app.causes import CloseCode
 from tests.clients import Subscriber, batch, publish, raw_subscriber
 from tests.observability.helpers import connections_per_worker
 from tests.servers import Gateway, RedisServer

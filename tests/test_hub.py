@@ -3,83 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
-import msgpack
 import pytest
 
 from app.broker.base import Listener, Replay, StateListener
 from app.broker.memory import MemoryBroker
+from app.causes import Cause, CloseCode, Refused
 from app.connection import Connection, State
 from app.filters import EventFilter
-from app.hub import Hub, Refused
-from app.protocol import (
-    SUBPROTOCOL_JSON,
-    SUBPROTOCOL_MSGPACK,
-    WELCOME_TYPE,
-    CloseCode,
-    Event,
-    EventId,
-    EventIn,
-    now_ms,
-)
+from app.hub import Hub
+from app.protocol import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, Event, EventId, EventIn, Framing, now_ms
+from tests.fakes import FakeSocket
 
 WAIT_SECONDS = 10.0
 Hook = Callable[[], Awaitable[None]]
 
 
 # ------------------------------------------------------------------------------------ doubles
-class FakeTransport:
-    """Records frames and the close; ``blocked=True`` makes ``send`` hang like a client that never reads."""
-
-    kind = "websocket"
-
-    def __init__(self, *, blocked: bool = False) -> None:
-        self.frames: list[bytes | str] = []
-        self.closed: tuple[int, str] | None = None
-        self._open = asyncio.Event()
-        if not blocked:
-            self._open.set()
-
-    async def send(self, frame: bytes | str) -> None:
-        await self._open.wait()
-        self.frames.append(frame)
-
-    async def close(self, code: int, reason: str) -> None:
-        self.closed = (code, reason)
-
-    def unblock(self) -> None:
-        self._open.set()
-
-    @property
-    def decoded(self) -> list[dict[str, Any]]:
-        return [
-            msgpack.unpackb(f) if isinstance(f, bytes) else json.loads(f)  # one encoding per connection
-            for f in self.frames
-        ]
-
-    @property
-    def welcome(self) -> dict[str, Any]:
-        first = self.decoded[0]
-        assert first["type"] == WELCOME_TYPE
-        return first
-
-    @property
-    def events(self) -> list[dict[str, Any]]:
-        frames = self.decoded
-        if not frames:
-            return []
-        assert frames[0]["type"] == WELCOME_TYPE, "the welcome frame comes first"
-        assert all(f["type"] != WELCOME_TYPE for f in frames[1:])
-        return frames[1:]
-
-    @property
-    def ids(self) -> list[str]:
-        return [e["id"] for e in self.events]
-
-
 class SpyBroker(MemoryBroker):
     """A memory broker that records what the hub asks of it and can run hooks around ``replay``."""
 
@@ -143,16 +85,15 @@ class Env:
         since: str | None = None,
         blocked: bool = False,
         max_queue_bytes: int = 1_000_000,
-        subprotocol: str = SUBPROTOCOL_JSON,
+        framing: Framing = Framing.WS_JSON,
         event_filter: EventFilter | None = None,
-    ) -> tuple[Connection, FakeTransport]:
-        transport = FakeTransport(blocked=blocked)
-        conn = Connection(
-            transport,
-            channels=channels,
-            subprotocol=subprotocol,
-            event_filter=event_filter,
+    ) -> tuple[Connection, FakeSocket]:
+        conn, transport = new_conn(
+            channels,
+            blocked=blocked,
             max_queue_bytes=max_queue_bytes,
+            framing=framing,
+            event_filter=event_filter,
         )
         await self.hub.attach(conn, EventId.parse(since) if since else None)
         return conn, transport
@@ -181,7 +122,8 @@ async def env() -> AsyncIterator[Env]:
 
 async def stop(e: Env) -> None:
     for conn in list(e.hub.connections):
-        conn.transport.unblock()  # type: ignore[attr-defined]
+        assert isinstance(conn.transport, FakeSocket)
+        conn.transport.unblock()
     await asyncio.wait_for(e.hub.stop(), WAIT_SECONDS)
 
 
@@ -232,15 +174,19 @@ async def test_welcome_with_unrecoverable_since_says_why(env: Env) -> None:
     assert t.ids == live
 
 
-def new_conn(channels: Sequence[str]) -> tuple[Connection, FakeTransport]:
-    transport = FakeTransport()
+def new_conn(
+    channels: Sequence[str],
+    *,
+    blocked: bool = False,
+    max_queue_bytes: int = 1_000_000,
+    framing: Framing = Framing.WS_JSON,
+    event_filter: EventFilter | None = None,
+) -> tuple[Connection, FakeSocket]:
+    transport = FakeSocket(framing=framing, blocked=blocked)
     conn = Connection(
-        transport,
-        channels=channels,
-        subprotocol=SUBPROTOCOL_JSON,
-        event_filter=None,
-        max_queue_bytes=1_000_000,
+        transport, channels=channels, event_filter=event_filter, max_queue_bytes=max_queue_bytes
     )
+    transport.conn = conn
     return conn, transport
 
 
@@ -278,11 +224,11 @@ async def test_attach_now_refuses_like_attach(env: Env) -> None:
 
 async def test_msgpack_connection_gets_msgpack_frames(env: Env) -> None:
     _, tj = await env.connect(["a"])
-    _, tm = await env.connect(["a"], subprotocol=SUBPROTOCOL_MSGPACK)
+    _, tm = await env.connect(["a"], framing=Framing.WS_MSGPACK)
     ids = await env.publish("a", 3)
     await wait_until(lambda: len(tm.frames) == 4 and len(tj.frames) == 4, "both encodings")
-    assert all(isinstance(f, bytes) for f in tm.frames)
-    assert all(isinstance(f, str) for f in tj.frames)
+    assert all(opcode == 0x2 for opcode, _ in tm.frames)  # binary frames
+    assert all(opcode == 0x1 for opcode, _ in tj.frames)  # text frames
     assert tm.welcome["protocol"] == SUBPROTOCOL_MSGPACK
     assert tm.events == tj.events
     assert tm.ids == ids
@@ -341,7 +287,7 @@ async def test_slow_consumer_is_closed_4008_and_others_get_everything(env: Env) 
     await wait_until(lambda: slow.closed is not None, "the slow consumer to be closed")
     assert slow.closed is not None
     assert slow.closed[0] == CloseCode.SLOW_CONSUMER == 4008
-    assert slow_conn.close_code == 4008
+    assert slow_conn.cause is Cause.SLOW_CONSUMER
     assert slow_conn.queued_bytes <= slow_conn.max_queue_bytes
     await wait_until(lambda: all(len(t.events) == 200 for _, t in fast), "fast clients to get everything")
     for _, t in fast:
@@ -547,7 +493,7 @@ async def test_shed_closes_that_share_with_1012(env: Env) -> None:
     for c, t in closed:
         assert t.closed is not None and t.closed[0] == CloseCode.SERVICE_RESTART
         assert t.ids == ids  # queued events were flushed before the close
-        assert env.hub.close_label(c, None) == "shed"
+        assert c.cause is Cause.SHED and c.cause.label == "shed"
     for c, _ in closed:
         await env.hub.detach(c)
     more = await env.publish("a", 2, start=3)
@@ -572,4 +518,4 @@ async def test_drain_closes_everyone_with_1012(env: Env) -> None:
     for c, t in conns:
         assert t.closed is not None and t.closed[0] == CloseCode.SERVICE_RESTART
         assert t.ids == ids
-        assert env.hub.close_label(c, None) == "drain"
+        assert c.cause is Cause.DRAIN and c.cause.label == "drain"

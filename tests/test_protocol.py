@@ -8,15 +8,17 @@ from typing import Any
 import msgpack
 import pytest
 
+from app.causes import CloseCode
 from app.data import MAX_DATA_DEPTH
 from app.filters import EventFilter
 from app.protocol import (
     DEFAULT_CHANNEL,
     SUBPROTOCOL_JSON,
     SUBPROTOCOL_MSGPACK,
-    CloseCode,
     Event,
     EventId,
+    FrameBatch,
+    Framing,
     Position,
     ProtocolError,
     PublishError,
@@ -24,6 +26,7 @@ from app.protocol import (
     parse_channels,
     parse_control,
     parse_publish_body,
+    ws_frame,
 )
 
 _DEFAULT: Any = object()
@@ -49,25 +52,6 @@ def bad_request(exc: pytest.ExceptionInfo[ProtocolError]) -> None:
     assert exc.value.code == CloseCode.BAD_REQUEST == 4400
     assert exc.value.reason
     assert len(exc.value.reason.encode()) <= 123  # fits a WebSocket close frame
-
-
-# ------------------------------------------------------------------------------------ close codes
-def test_close_codes_match_the_contract() -> None:
-    assert {c.name: int(c) for c in CloseCode} == {
-        "NORMAL": 1000,
-        "GOING_AWAY": 1001,
-        "NO_STATUS": 1005,
-        "ABNORMAL": 1006,
-        "POLICY": 1008,
-        "TOO_BIG": 1009,
-        "INTERNAL_ERROR": 1011,
-        "SERVICE_RESTART": 1012,
-        "TRY_AGAIN_LATER": 1013,
-        "BAD_REQUEST": 4400,
-        "UNAUTHENTICATED": 4401,
-        "FORBIDDEN": 4403,
-        "SLOW_CONSUMER": 4008,
-    }
 
 
 def test_protocol_error_reason_is_truncated() -> None:
@@ -432,7 +416,7 @@ def test_publish_non_object_is_422(body: bytes) -> None:
 )
 def test_json_frame_is_valid_and_equals_as_dict(data: Any) -> None:
     event = make_event("edge.created", data)
-    frame = event.frame(SUBPROTOCOL_JSON)
+    frame = event.frame(Framing.JSON)
     assert isinstance(frame, str)
     decoded = json.loads(frame)
     assert decoded == event.as_dict()
@@ -447,31 +431,77 @@ def test_json_frame_is_valid_and_equals_as_dict(data: Any) -> None:
 
 def test_frames_are_cached_per_encoding() -> None:
     event = make_event()
-    json_frame = event.frame(SUBPROTOCOL_JSON)
-    assert event.frame(SUBPROTOCOL_JSON) is json_frame
-    packed = event.frame(SUBPROTOCOL_MSGPACK)
+    json_frame = event.frame(Framing.JSON)
+    assert event.frame(Framing.JSON) is json_frame
+    packed = event.frame(Framing.MSGPACK)
     assert isinstance(packed, bytes)
-    assert event.frame(SUBPROTOCOL_MSGPACK) is packed
-    assert event.frame(SUBPROTOCOL_JSON) is json_frame
+    assert event.frame(Framing.MSGPACK) is packed
+    assert event.frame(Framing.JSON) is json_frame
 
 
 @pytest.mark.parametrize("data", [{"n": 1, "s": "héllo ✓", "l": [None, True, 2.5]}, "text", None])
 def test_msgpack_frame_decodes_to_the_same_dict(data: Any) -> None:
     event = make_event("t", data)
-    assert msgpack.unpackb(event.frame(SUBPROTOCOL_MSGPACK)) == event.as_dict()
+    assert msgpack.unpackb(event.frame(Framing.MSGPACK)) == event.as_dict()
 
 
 def test_integer_ts_frame_is_valid_json() -> None:
     event = make_event(ts=1700000000123.0)
-    assert json.loads(event.frame(SUBPROTOCOL_JSON))["ts"] == 1700000000123
+    assert json.loads(event.frame(Framing.JSON))["ts"] == 1700000000123
+
+
+def test_ws_and_sse_frames_wrap_the_same_payload_once() -> None:
+    event = make_event(data={"s": "line\nbreak"})
+    payload = event.frame(Framing.JSON)
+    assert isinstance(payload, str)
+    wire = event.frame(Framing.WS_JSON)
+    assert wire == ws_frame(payload) and event.frame(Framing.WS_JSON) is wire
+    packed = event.frame(Framing.WS_MSGPACK)
+    assert isinstance(packed, bytes) and packed[0] == 0x82  # a final binary frame
+    sse = event.frame(Framing.SSE)
+    assert sse == f"id: {event.id}\ndata: {payload}\n\n".encode()  # JSON escapes the newline
+
+
+def test_sse_splits_raw_line_breaks_into_data_lines() -> None:
+    event = Event("e1.1-0", Position(1, 0), "c", "t", '{"a":\n1}', 1.0)  # a direct producer's pretty JSON
+    assert (
+        event.frame(Framing.SSE)
+        == b'id: e1.1-0\ndata: {"id":"e1.1-0","channel":"c","type":"t","data":{"a":\ndata: 1},"ts":1.0}\n\n'
+    )
+
+
+def test_a_batch_is_one_item_for_joinable_framings_and_one_per_event_otherwise() -> None:
+    events = [make_event(data={"n": n}) for n in range(3)]
+    batch = FrameBatch(events)
+    (joined,), size = batch.items(Framing.WS_JSON)
+    assert joined == b"".join(e.frame(Framing.WS_JSON) for e in events)  # type: ignore[misc]
+    assert size == len(joined)
+    assert batch.items(Framing.WS_JSON)[0][0] is joined  # framed once for every subscriber
+    payloads, _ = batch.items(Framing.JSON)
+    assert payloads == [e.frame(Framing.JSON) for e in events]
+
+
+def test_an_event_msgpack_cannot_carry_is_skipped_for_msgpack_only() -> None:
+    # An integer beyond 64 bits: validation keeps it out (app/data.py); this is the backstop behind it.
+    event = Event("e1.1-0", Position(1, 0), "a", "t", "18446744073709551616", 1.0, _data=2**64)
+    assert event.frame(Framing.MSGPACK) is None
+    assert event.frame(Framing.WS_MSGPACK) is None
+    assert FrameBatch([event, make_event()]).items(Framing.WS_MSGPACK)[0] != []
+    assert event.frame(Framing.JSON) is not None
+
+
+def test_sse_control_frames_are_named_events() -> None:
+    welcome = encode_control({"type": "eventcast.welcome", "position": "e1.0-0"}, Framing.SSE)
+    assert isinstance(welcome, bytes)
+    assert welcome.startswith(b"event: eventcast.welcome\nid: e1.0-0\ndata: {")
 
 
 def test_encode_control() -> None:
     message = {"type": "eventcast.welcome", "recovered": True, "connection": "c1"}
-    text = encode_control(message, SUBPROTOCOL_JSON)
+    text = encode_control(message, Framing.JSON)
     assert isinstance(text, str)
     assert json.loads(text) == message
-    packed = encode_control(message, SUBPROTOCOL_MSGPACK)
+    packed = encode_control(message, Framing.MSGPACK)
     assert isinstance(packed, bytes)
     assert msgpack.unpackb(packed) == message
 

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from app.broker.base import BrokerUnavailable
 from app.broker.redis import RedisBroker
-from app.protocol import Event, EventId, EventIn, Position, now_ms
+from app.protocol import Event, EventId, EventIn, Framing, Position, now_ms
 from tests.broker.conftest import PREFIX, Recorder, wait_until
 from tests.servers import RedisServer
 
@@ -192,7 +192,7 @@ async def test_direct_producer_xadd_is_delivered_with_ts_from_id(
     assert event.type == "ext.created"
     assert event.data == payload
     assert event.ts == float(Position.parse(entry_id).ms)
-    assert json.loads(event.frame("eventcast.v1.json")) == event.as_dict()
+    assert json.loads(event.frame(Framing.JSON)) == event.as_dict()
     # Direct entries share the log with published ones: they can be resumed from and through.
     published = await broker.publish([ev("direct", 1)])
     await rec.wait_for_ids(published)
@@ -215,7 +215,7 @@ async def test_direct_producer_invalid_json_arrives_as_string(
     await wait_until(lambda: len(rec.events) == 4, what="four direct events")
     assert [e.data for e in rec.events] == ["not json {", "hello world", "{'single': 'quotes'}", None]
     for event in rec.events:
-        assert json.loads(event.frame("eventcast.v1.json")) == event.as_dict()
+        assert json.loads(event.frame(Framing.JSON)) == event.as_dict()
 
 
 async def test_direct_producer_other_channel_is_not_delivered(
@@ -263,7 +263,7 @@ async def test_direct_producer_non_finite_ts_still_gives_valid_json(
     await broker.subscribe("direct")
     await raw.xadd(LOG_KEY, {"channel": "direct", "type": "t", "data": "1", "ts": ts})
     await wait_until(lambda: len(rec.events) == 1, what="a direct event")
-    decoded = json.loads(rec.events[0].frame("eventcast.v1.json"), parse_constant=_reject_constant)
+    decoded = json.loads(rec.events[0].frame(Framing.JSON), parse_constant=_reject_constant)
     assert decoded["data"] == 1
     assert isinstance(decoded["ts"], float | int)
 

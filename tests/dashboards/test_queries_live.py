@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.protocol import CloseCode
+from app.causes import CloseCode
 from dashboards import build
 from tests.clients import Subscriber, close_code, publish
 from tests.observability.helpers import scrape, value

@@ -4,7 +4,6 @@ reason, produced for real on both WebSocket paths (native and ASGI) and on SSE, 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 
 import httpx
@@ -13,8 +12,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from app import metrics
-from app.hub import CLOSE_LABELS
-from app.protocol import CloseCode
+from app.causes import Cause, CloseCode
 from tests.clients import Subscriber
 from tests.observability.helpers import Samples, promtool_check, scrape, scrape_until, value
 from tests.security.helpers import SECRET, make_token
@@ -65,18 +63,8 @@ async def sse_status(url: str, **kwargs: object) -> int:
         return (await client.get(url, **kwargs)).status_code  # type: ignore[arg-type]
 
 
-async def sse_closed_before_welcome(url: str) -> int:
-    """An SSE stream refused after its 200 (at attach): the code of its eventcast.close event."""
-    async with httpx.AsyncClient(timeout=10) as client, client.stream("GET", url) as response:
-        assert response.status_code == 200
-        body = (await response.aread()).decode()
-    assert "eventcast.welcome" not in body, body
-    data = next(line for line in body.splitlines() if line.startswith("data: "))
-    return int(json.loads(data.removeprefix("data: "))["code"])
-
-
 async def raw_bad_upgrade(gw: Gateway) -> bytes:
-    """An upgrade request with the wrong Sec-WebSocket-Version: the native handshake answers 400."""
+    """An upgrade request with the wrong Sec-WebSocket-Version: the native handshake answers 426."""
     reader, writer = await asyncio.open_connection(gw.host, gw.port)
     writer.write(
         b"GET /ws/events HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -88,10 +76,12 @@ async def raw_bad_upgrade(gw: Gateway) -> bytes:
 
 
 # ------------------------------------------------------------------------------------------------ the limit
-def test_every_close_label_is_pre_created() -> None:
-    """Hub.close_label's vocabulary (CLOSE_LABELS plus its own five) is exactly what metrics.py pre-creates."""
-    produced = {*CLOSE_LABELS.values(), "client", "client_error", "shed", "drain", "other"}
-    assert produced == set(metrics.CLOSE_REASONS)
+def test_every_close_and_refusal_label_is_pre_created() -> None:
+    """Every cause's label (app/causes.py) is exported from the start, under the right counter."""
+    for cause in Cause:
+        labels = metrics.REFUSAL_REASONS if cause.ending.refusal else metrics.CLOSE_REASONS
+        assert cause.label in labels
+    assert "other" in metrics.CLOSE_REASONS
 
 
 def test_limit_with_one_worker_and_zero_series(gateway_factory: Callable[..., Gateway]) -> None:
@@ -138,7 +128,7 @@ async def test_refusals_by_reason(gateway_factory: Callable[..., Gateway], engin
     assert await ws_refused(f"{url}&token={token}&since=garbage") == CloseCode.BAD_REQUEST
     bad_request = 1
     if engine == "native":  # the native handshake answers a malformed upgrade itself
-        assert await raw_bad_upgrade(gw) == b"HTTP/1.1 400 Bad Request"
+        assert await raw_bad_upgrade(gw) == b"HTTP/1.1 426 Upgrade Required"
         bad_request += 1
     want = expect_refused(unauthenticated=1, forbidden=2, bad_request=bad_request)
     assert refused(scrape(metrics_url)[1]) == want
@@ -186,7 +176,7 @@ async def test_broker_unavailable_and_rate_limited(
     redis_server.kill()
     assert await ws_refused(f"{url}&since={since}") == CloseCode.TRY_AGAIN_LATER  # token 2
     sse = f"{gw.http}/sse/events?channels={CHANNEL}&since={since}"
-    assert await sse_closed_before_welcome(sse) == CloseCode.TRY_AGAIN_LATER  # token 3
+    assert await sse_status(sse) == 503  # token 3: refused before the stream started, as the table says
     metrics_url = f"{gw.http}/metrics"
     assert refused(scrape(metrics_url)[1]) == expect_refused(broker_unavailable=2)
 

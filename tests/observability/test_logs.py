@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 
+from app.causes import CloseCode
 from app.logs import JsonFormatter
-from app.protocol import CloseCode
 from tests.clients import Subscriber, batch, publish
 from tests.servers import Gateway, wait_for
 

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
-from app.protocol import CloseCode
+from app.causes import CloseCode
 from tests.clients import Subscriber, batch, publish
 from tests.observability.helpers import (
     Samples,

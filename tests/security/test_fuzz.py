@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from app.protocol import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK, CloseCode
+from app.causes import CloseCode
+from app.protocol import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK
 from tests.servers import Gateway
 
 EXAMPLES = settings(

@@ -10,7 +10,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from app.protocol import CloseCode
+from app.causes import CloseCode
 from tests.clients import Subscriber, batch, close_code, publish
 from tests.security.helpers import bearer, open_sse
 from tests.servers import Gateway
@@ -29,7 +29,7 @@ async def test_origin_allow_list(gateway_factory: Callable[..., Gateway]) -> Non
     async with open_sse(f"{gw.http}/sse/events", headers={"origin": "https://evil.example"}) as sse:
         assert sse.response.status_code == 403
         await sse.response.aread()
-        assert sse.response.json()["error"]["code"] == "origin_not_allowed"
+        assert sse.response.json()["error"]["code"] == "forbidden"
     refused_publish = await publish(gw.http, batch("o", 1), headers={"origin": "https://evil.example"})
     assert refused_publish.status_code == 403
     assert (

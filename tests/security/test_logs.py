@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from app.protocol import CloseCode
+from app.causes import CloseCode
 from tests.clients import Subscriber, close_code, publish
 from tests.security.helpers import SECRET, bearer, make_token, open_sse
 from tests.servers import Gateway

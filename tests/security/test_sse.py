@@ -9,7 +9,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from app.protocol import CloseCode
+from app.causes import CloseCode
 from tests.clients import Subscriber, batch, publish
 from tests.security.helpers import SECRET, bearer, make_token, open_sse
 from tests.servers import Gateway, RedisServer
@@ -37,7 +37,7 @@ async def test_sse_streams_the_same_events_as_websocket(gateway: Gateway) -> Non
 
 
 async def test_sse_filters(gateway: Gateway) -> None:
-    url = f"{gateway.http}/sse/events?channels=f&types=node.*&where=color=red"
+    url = f"{gateway.http}/sse/events/filtered?channels=f&types=node.*&where=color=red"
     async with open_sse(url) as sse:
         await sse.next_event()  # welcome
         events = [
@@ -49,8 +49,12 @@ async def test_sse_filters(gateway: Gateway) -> None:
         message = await sse.next_event()
         assert message.json()["data"] == {"color": "red", "n": 1}
     async with httpx.AsyncClient() as client:
-        bad = await client.get(f"{gateway.http}/sse/events?types=bad%20glob")
+        bad = await client.get(f"{gateway.http}/sse/events/filtered?types=bad%20glob")
+        unfiltered = await client.get(f"{gateway.http}/sse/events?types=node.*")
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_request"
+    # As on WebSocket, filters are for the /filtered path: never silently ignored elsewhere.
+    assert unfiltered.status_code == 400
+    assert unfiltered.json()["error"]["message"] == "filters need /sse/events/filtered"
 
 
 async def test_sse_heartbeat_comments(gateway_factory: Callable[..., Gateway]) -> None:

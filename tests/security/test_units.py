@@ -11,8 +11,6 @@ import pytest
 
 from app.auth import ApiKeys, Authenticator, RedactingFilter, redact
 from app.limits import OriginPolicy, RateLimiter, retry_after_header
-from app.protocol import Event, Position
-from app.routes.sse import FRAMES
 from app.settings import Settings
 from tests.security.helpers import SECRET, make_token
 
@@ -115,14 +113,3 @@ def test_redacting_filter_keeps_record_arguments() -> None:
     record = logging.LogRecord("x", logging.INFO, __file__, 1, f"key-123456 and {SECRET}", None, None)
     RedactingFilter(auth).filter(record)
     assert record.getMessage() == "[redacted] and [redacted]"
-
-
-def test_sse_frames_are_converted_once_per_event() -> None:
-    event = Event("e1.1-0", Position(1, 0), "c", "t", '{"a":"x\\ny"}', 1.0)
-    frame = event.frame("eventcast.v1.json")
-    first = FRAMES.encode(frame)
-    assert first.startswith(b"id: e1.1-0\ndata: {") and first.endswith(b"\n\n")
-    assert FRAMES.encode(frame) is first
-    welcome = FRAMES.encode('{"type":"eventcast.welcome","position":"e1.0-0"}')
-    assert welcome.startswith(b"event: eventcast.welcome\nid: e1.0-0\ndata: ")
-    assert FRAMES.encode(": heartbeat\n\n") == b": heartbeat\n\n"

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm
 
-from app.protocol import CloseCode
+from app.causes import CloseCode
 from tests.clients import Subscriber, close_code, publish
 from tests.security.helpers import SECRET, bearer, make_token
 from tests.servers import Gateway
