@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.bench import fastcount
 from app.bench import server as server_mod
 from app.bench.measure import CpuMeter, PhaseOptions
 from app.bench.scenarios import BenchConfig, ScenarioRunner
@@ -299,6 +300,7 @@ async def execute(options: PeerOptions, advance: Advance | None = None) -> dict[
         "duration_s": round(finished - started, 1),
         "command": " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]),
         "options": {**asdict(options), "pinning": list(options.pinning), "peers": list(options.peers)},
+        "frame_counter": fastcount.available() or "c",
         "servers": [_label(name) for name in names],
         "runs": [asdict(run) for run in runs],
         "summary": summarize(runs, options),

@@ -4,7 +4,7 @@ cost per frame (see docs/benchmarks.md, "The load generator").
 
 The C file is compiled with the system C compiler (`cc`) on first use into a cache directory named after its
 source's hash, and loaded with ctypes; `available()` says whether that worked (without a compiler the bench
-keeps the Python `Tracker`, and says so in the report). `CPhase` and `CTracker` have the interface of
+keeps the Python `Tracker`, and the report's `machine.frame_counter` gives the reason instead of "c"). `CPhase` and `CTracker` have the interface of
 `client.Phase` and `client.Tracker` that the workers use; `tests/bench/test_units.py` checks that both count
 the same frames alike.
 """

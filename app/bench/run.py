@@ -20,6 +20,7 @@ from typing import Any
 
 import psutil
 
+from app.bench import fastcount
 from app.bench import server as server_mod
 from app.bench.checks import first_targets, performance_targets
 from app.bench.figures import comparison, key_figures, limits_notes
@@ -95,6 +96,8 @@ def machine_info() -> dict[str, Any]:
         "cpu_model": cpu_model,
         "memory_bytes": psutil.virtual_memory().total,
         "open_files_limit": raise_file_limit(),
+        # the raw and picows clients count frames in C (fastcount) unless it could not be built here
+        "frame_counter": fastcount.available() or "c",
         "versions": versions,
     }
 

@@ -218,6 +218,7 @@ def test_json_schema_is_stable(gateway_report: dict[str, Any]) -> None:
     assert set(step["broadcast"]["throughput"]) == {"seconds", "deliveries_per_s", "events_per_s"}
     assert set(step["broadcast"]["cpu"]) == SCHEMA_CPU
     assert {"cpus", "python", "versions", "memory_bytes"} <= set(report["machine"])
+    assert report["machine"]["frame_counter"] == "c"  # make system-deps installs the C compiler
 
 
 def test_a_server_dropping_every_tenth_event_is_reported(dropping_server: str) -> None:
