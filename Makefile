@@ -5,16 +5,19 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # Debian packages the tests drive for real: redis-server (broker), prometheus + promtool (observability),
-# node + npm (tsc checks the Grafana dashboard against @grafana/schema), podman + runc + debootstrap (tests/image),
+# node + npm (tsc checks the Grafana dashboard against @grafana/schema; clients/js builds and tests the browser
+# client), chromium (the console's end-to-end test), podman + runc + debootstrap (tests/image),
 # nginx + its nchan module (the peer of `make bench-peers` and tests/bench), a C compiler (the bench's frame counter).
-SYSTEM_TOOLS := redis-server:redis-server prometheus:prometheus promtool:prometheus node:nodejs npm:npm podman:podman runc:runc debootstrap:debootstrap nginx:nginx /usr/lib/nginx/modules/ngx_nchan_module.so:libnginx-mod-nchan cc:gcc
+SYSTEM_TOOLS := redis-server:redis-server prometheus:prometheus promtool:prometheus node:nodejs npm:npm chromium:chromium podman:podman runc:runc debootstrap:debootstrap nginx:nginx /usr/lib/nginx/modules/ngx_nchan_module.so:libnginx-mod-nchan cc:gcc
+JS := clients/js
+JS_DEPS := $(JS)/node_modules/.package-lock.json
 
-.PHONY: run test lint typecheck pytest bench bench-peers system-deps venv clean
+.PHONY: run test lint typecheck pytest js-test js-build bench bench-peers system-deps venv clean
 
 run: venv
 	$(BIN)/eventcast serve
 
-test: system-deps venv lint typecheck pytest
+test: system-deps venv lint typecheck js-test pytest
 
 lint: venv
 	$(BIN)/ruff check app tests dashboards
@@ -26,6 +29,18 @@ typecheck: venv
 
 pytest: venv
 	$(BIN)/pytest -q -p no:cacheprovider
+
+# The JavaScript client (clients/js): the committed build is checked, then node --test runs the unit tests on
+# fakes, the tests against real gateways and the console in headless Chromium (screenshots: $(JS)/test-results).
+js-test: system-deps venv $(JS_DEPS)
+	cd $(JS) && npm test
+
+# Rebuild app/static/client.js and console.js (committed: the gateway serves them without Node) and dist/.
+js-build: $(JS_DEPS)
+	cd $(JS) && npm run build
+
+$(JS_DEPS): $(JS)/package.json $(JS)/package-lock.json
+	cd $(JS) && npm ci --no-audit --no-fund
 
 bench: system-deps venv
 	$(BIN)/eventcast bench --spawn --baseline --scenarios targets,storm,ramp,sustained,publish,workers \
@@ -65,4 +80,4 @@ system-deps:
 	fi
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(JS)/node_modules $(JS)/dist $(JS)/test-results

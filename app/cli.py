@@ -10,7 +10,6 @@ import os
 import shutil
 import sys
 import tempfile
-import urllib.parse
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -75,7 +74,8 @@ def serve(
             f"  subscribe: ws://{settings.host}:{settings.port}/ws/events?channels=default\n"
             f"  publish:   curl -X POST {base}/events -H 'content-type: application/json' "
             """-d '{"channel":"default","type":"hello","data":{"n":1}}'\n"""
-            f"  health:    {base}/healthz  ready: {base}/readyz  metrics: {metrics_url}",
+            f"  health:    {base}/healthz  ready: {base}/readyz  metrics: {metrics_url}"
+            + (f"\n  console:   {base}/console?channels=default" if settings.console else ""),
             err=True,
         )
     else:  # not a terminal (a container, a test): keep stderr pure JSON lines
@@ -144,13 +144,13 @@ def _run_uvicorn(settings: Settings, logging_config: dict[str, Any]) -> None:
         "workers": settings.workers,
         "log_level": settings.log_level,
         # The public port's HTTP front bounds every socket and serves subscribers natively, without ASGI
-        # (app/transports/http.py); uvicorn's WebSocket serves the ASGI engine and permessage-deflate.
+        # (app/transports/http.py); uvicorn's WebSocket serves the ASGI engine (EVENTCAST_WS_ENGINE=asgi).
         "http": "app.transports.http:GatewayHttpProtocol",
         "ws": "auto",
         "ws_max_size": settings.max_control_bytes,
         "ws_ping_interval": settings.idle_timeout_seconds / 2,
         "ws_ping_timeout": settings.idle_timeout_seconds / 2,
-        "ws_per_message_deflate": settings.ws_per_message_deflate,  # off by default: docs/security.md
+        "ws_per_message_deflate": settings.ws_per_message_deflate,  # the asgi engine's, per client
         "timeout_graceful_shutdown": 5,
         "lifespan": "on",
         "log_config": logging_config,
@@ -210,46 +210,67 @@ def publish(
         typer.echo(event_id)
 
 
-def with_since(url: str, since: str | None) -> str:
-    parts = urllib.parse.urlsplit(url)
-    query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query) if k != "since"]
-    if since:
-        query.append(("since", since))
-    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+async def _subscribe(
+    url: str,
+    since: str | None,
+    max_events: int | None,
+    reconnect: bool,
+    token: str | None,
+    types: list[str],
+    where: list[str],
+) -> None:
+    """Print events as JSON lines (stdout) and the welcome, closes and gaps (stderr), through app.client."""
+    from app.client import Client, Disconnect, Stopped
 
+    def welcomed(welcome: dict[str, Any]) -> None:
+        typer.echo(json.dumps(welcome), err=True)
 
-async def _subscribe(url: str, since: str | None, max_events: int | None, reconnect: bool) -> None:
-    import websockets
+    def disconnected(info: Disconnect) -> None:
+        then = f"; reconnecting in {info.delay:.1f} s" if info.will_retry and info.delay is not None else ""
+        typer.echo(f"closed: {info.code} {info.reason}{then}", err=True)
 
-    backoff = 0.2
+    def resync(welcome: dict[str, Any]) -> None:
+        typer.echo(
+            f"recovered: false ({welcome.get('reason')}): history did not cover the gap, events may be missing",
+            err=True,
+        )
+
+    try:
+        client = Client(
+            url,
+            since=since,
+            token=token,
+            types=[t for value in types for t in value.split(",") if t] or None,
+            where=_where_options(where) or None,
+            reconnect=reconnect,
+            on_welcome=welcomed,
+            on_disconnect=disconnected,
+            on_resync=resync,
+        )
+    except ValueError as exc:
+        _fail(str(exc))
+        return
     received = 0
-    while True:
-        try:
-            async with websockets.connect(with_since(url, since), max_size=None) as ws:
-                backoff = 0.2
-                async for raw in ws:
-                    message: dict[str, Any] = json.loads(raw)
-                    if message.get("type") == "eventcast.welcome":
-                        typer.echo(json.dumps(message), err=True)
-                        if since is None or not message.get("recovered"):
-                            since = since or message.get("position")
-                        continue
-                    if "id" in message:
-                        since = message["id"]
-                        received += 1
-                    sys.stdout.write(json.dumps(message) + "\n")
-                    sys.stdout.flush()
-                    if max_events is not None and received >= max_events:
-                        return
-        except websockets.ConnectionClosed as exc:
-            rcvd = exc.rcvd
-            typer.echo(f"closed: {rcvd.code if rcvd else 1006} {rcvd.reason if rcvd else ''}", err=True)
-        except (OSError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
-            typer.echo(f"cannot connect: {exc}", err=True)
-        if not reconnect:
-            return
-        await asyncio.sleep(backoff)
-        backoff = min(backoff * 2, 5.0)
+    try:
+        async for event in client:
+            sys.stdout.write(json.dumps(event.as_dict()) + "\n")
+            sys.stdout.flush()
+            received += 1
+            if max_events is not None and received >= max_events:
+                break
+    except Stopped as exc:
+        _fail(f"stopped: {exc.code} {exc.reason}", 1)
+    finally:
+        await client.close()
+
+
+def _where_options(items: list[str]) -> dict[str, Any]:
+    from app.client import _where
+
+    for item in items:
+        if "=" not in item or item.startswith("="):
+            _fail(f"--where {item!r}: use --where FIELD=VALUE")
+    return dict(_where(items))
 
 
 @cli.command()
@@ -258,10 +279,22 @@ def subscribe(
     since: Annotated[str | None, typer.Option(help="Resume after this event id")] = None,
     max_events: Annotated[int | None, typer.Option(help="Exit after this many events")] = None,
     reconnect: Annotated[bool, typer.Option(help="Reconnect and resume when the connection ends")] = True,
+    token: Annotated[
+        str | None, typer.Option(envvar="EVENTCAST_TOKEN", help="Subscriber JWT (sent as a Bearer header)")
+    ] = None,
+    types: Annotated[
+        list[str] | None, typer.Option("--types", help="Type globs, e.g. 'node.*,edge.added' (filter)")
+    ] = None,
+    where: Annotated[
+        list[str] | None, typer.Option("--where", help="FIELD=VALUE equality on data (repeat; filter)")
+    ] = None,
 ) -> None:
-    """Print events as JSON lines; on disconnect, reconnect and resume from the last id."""
+    """Print events as JSON lines; on disconnect, reconnect with backoff and resume from the last id.
+
+    Stops (exit 1) when the gateway refuses the subscription (4400, 4401, 4403): retrying would not help.
+    """
     try:
-        asyncio.run(_subscribe(url, since, max_events, reconnect))
+        asyncio.run(_subscribe(url, since, max_events, reconnect, token, types or [], where or []))
     except KeyboardInterrupt:
         pass
 
@@ -275,11 +308,41 @@ def operator(
     liveness: Annotated[
         str | None, typer.Option(help="kopf liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     ] = None,
+    peering: Annotated[
+        str | None,
+        typer.Option(help="kopf peering object name: replicas elect one that acts (none: always act)"),
+    ] = None,
+    identity: Annotated[
+        str | None, typer.Option(help="This replica's name in the peering (default: hostname/start time)")
+    ] = None,
+    priority: Annotated[
+        int | None, typer.Option(help="Peering priority; the highest live one acts (default: oldest first)")
+    ] = None,
+    peering_lifetime: Annotated[
+        int, typer.Option(min=1, max=3600, help="Seconds a silent replica stays the leader")
+    ] = 60,
+    metrics_port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Serve the operator's own /metrics on this port")
+    ] = None,
+    metrics_address: Annotated[str, typer.Option(help="Address of the operator's /metrics")] = "0.0.0.0",
 ) -> None:
-    """Run the ConnectionAutoscaler operator (kopf, standalone): docs/operator.md."""
-    from app.operator.main import run
+    """Run the ConnectionAutoscaler operator (kopf): docs/operator.md."""
+    from app.operator.main import Options, run
+    from app.operator.peering import default_identity, default_priority
 
-    run(namespace or [], interval, liveness=liveness)
+    run(
+        Options(
+            namespaces=namespace or [],
+            interval=interval,
+            liveness=liveness,
+            peering=peering,
+            identity=identity or default_identity(),
+            priority=default_priority() if priority is None else priority,
+            peering_lifetime=peering_lifetime,
+            metrics_address=metrics_address,
+            metrics_port=metrics_port,
+        )
+    )
 
 
 def _register_optional() -> None:

@@ -20,6 +20,7 @@ same synchronous ``write``.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import secrets
 import time
 from collections import deque
@@ -38,6 +39,9 @@ HIGH_WATER = 64 * 1024
 #: Longest a flush waits to gather more events, after a flush that took four times as long.
 MAX_COALESCE_SECONDS = 0.005
 _ZERO = Position(0, 0)
+#: Connection ids: a random prefix per process and a counter (unique, cheaper than random bytes each).
+_ID_PREFIX = secrets.token_hex(4)
+_IDS = itertools.count(1)
 
 
 class Transport(Protocol):
@@ -152,7 +156,7 @@ class Connection:
         event_filter: EventFilter | None,
         max_queue_bytes: int,
     ) -> None:
-        self.id = secrets.token_hex(8)
+        self.id = f"{_ID_PREFIX}{next(_IDS):x}"
         self.transport = transport
         self.framing = transport.framing
         self.channels = tuple(channels)

@@ -9,12 +9,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from app.hub import Hub
 from app.security import Security
 from app.session import Session
 from app.settings import Settings
+
+
+class HeadReader(Protocol):
+    """A socket reading a request head (app/transports/http.py)."""
+
+    def late(self) -> None: ...
+
 
 #: A sweeper visits 1/SWEEP_SLICES of its sessions at a time (see Sweeper).
 SWEEP_SLICES = 50
@@ -64,6 +71,9 @@ class Gateway:
         #: Sockets accepted whose first request head is not complete yet (app/transports/http.py): they
         #: count against the connection limit.
         self.pending = 0
+        #: Sockets reading a request head -> when it must have arrived (loop time); ``_cut_late_heads``.
+        self.heads: dict[HeadReader, float] = {}
+        self._head_sweeper: asyncio.Task[None] | None = None
         idle = settings.idle_timeout_seconds
         self.keepalive = Sweeper(idle / 2, lambda s, now: s.keepalive(now, idle), "eventcast-keepalive")
         self.heartbeat = Sweeper(
@@ -102,8 +112,22 @@ class Gateway:
     def start(self) -> None:
         self.keepalive.start()
         self.heartbeat.start()
+        self._head_sweeper = asyncio.create_task(self._cut_late_heads(), name="eventcast-head-deadline")
+
+    async def _cut_late_heads(self) -> None:
+        """Four times per head deadline (at most once a second), cut the sockets whose head is late."""
+        period = min(1.0, self.settings.handshake_timeout_seconds / 4)
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(period)
+            now = loop.time()
+            for reader in [r for r, deadline in self.heads.items() if deadline <= now]:
+                self.heads.pop(reader, None)
+                reader.late()
 
     async def stop(self) -> None:
         self.keepalive.stop()
         self.heartbeat.stop()
+        if self._head_sweeper is not None:
+            self._head_sweeper.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -22,11 +22,24 @@ VERSION = "13"
 
 
 @dataclass(frozen=True, slots=True)
+class Deflate:
+    """permessage-deflate as agreed (RFC 7692). The server side is always ``server_no_context_takeover`` with
+    a 15-bit window, so every event is compressed once and the same bytes go to every such client."""
+
+    #: The client compresses each message on its own: we keep no inflate state between its messages.
+    client_no_context_takeover: bool
+    #: The window the client compresses with (what inflating its messages needs).
+    client_max_window_bits: int
+
+
+@dataclass(frozen=True, slots=True)
 class Accept:
-    """Switch protocols: ``response`` is the whole 101 head; ``subprotocol`` the encoding chosen."""
+    """Switch protocols: ``response`` is the whole 101 head; ``subprotocol`` the encoding chosen; ``deflate``
+    the compression agreed, if any."""
 
     response: bytes
     subprotocol: str
+    deflate: Deflate | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,13 +76,16 @@ def choose_subprotocol(offered: Sequence[str]) -> tuple[str, str | None]:
     return SUBPROTOCOL_JSON, None
 
 
-def handshake(method: str, http_version: str, headers: Sequence[tuple[str, str]]) -> Accept | Reject:
+def handshake(
+    method: str, http_version: str, headers: Sequence[tuple[str, str]], *, deflate: bool = False
+) -> Accept | Reject:
     """Decide an upgrade request: ``headers`` are (lower-case name, value) in the order received.
 
     Checks RFC 6455 4.2.1: GET over HTTP/1.1 or later, a Host, ``Upgrade: websocket``, ``Connection``
     naming ``upgrade``, a Sec-WebSocket-Key of 16 base64-encoded bytes, and version 13 (426 with the version
-    we speak otherwise, 4.4). Chooses the subprotocol. Origin and everything about the subscriber itself
-    are the session's (app/session.py).
+    we speak otherwise, 4.4). Chooses the subprotocol, and with ``deflate`` accepts the first
+    permessage-deflate offer it can serve (``negotiate_deflate``). Origin and everything about the
+    subscriber itself are the session's (app/session.py).
     """
     values: dict[str, list[str]] = {}
     for name, value in headers:
@@ -103,7 +119,69 @@ def handshake(method: str, http_version: str, headers: Sequence[tuple[str, str]]
     )
     if answer is not None:
         response += f"sec-websocket-protocol: {answer}\r\n"
-    return Accept((response + "\r\n").encode(), subprotocol)
+    agreed = negotiate_deflate(values.get("sec-websocket-extensions", ())) if deflate else None
+    if agreed is not None:
+        response += f"sec-websocket-extensions: {deflate_response(agreed)}\r\n"
+    return Accept((response + "\r\n").encode(), subprotocol, agreed)
+
+
+#: The smallest window a client may compress with (zlib's smallest; the least inflate memory for us).
+CLIENT_WINDOW_BITS = 9
+
+
+def negotiate_deflate(values: Iterable[str]) -> Deflate | None:
+    """The first permessage-deflate offer we can accept (RFC 7692 7.1), or None to go without.
+
+    We always answer ``server_no_context_takeover`` (7.1.1.1 lets a server add it): each message stands
+    alone, so one compressed frame serves every client. An offer that asks for a server window under 15
+    bits, or names a parameter we do not know, is declined. We accept ``client_no_context_takeover`` when
+    offered (no inflate state kept), and shrink the client's window to ``CLIENT_WINDOW_BITS`` when the offer
+    lets us (``client_max_window_bits``).
+    """
+    for offer in ",".join(values).split(","):
+        name, *params = (part.strip() for part in offer.split(";"))
+        if name.lower() != "permessage-deflate":
+            continue
+        seen: dict[str, str | None] = {}
+        for param in params:
+            key, eq, value = param.partition("=")
+            key = key.strip().lower()
+            if not key or key in seen:
+                break
+            seen[key] = value.strip().strip('"') if eq else None
+        else:
+            if not seen.keys() <= _DEFLATE_PARAMS:
+                continue
+            server_bits = seen.get("server_max_window_bits", "15")
+            if server_bits != "15":
+                continue  # we compress once, with a 15-bit window, for everyone
+            client_bits = 15
+            if "client_max_window_bits" in seen:
+                offered = seen["client_max_window_bits"]
+                if offered is not None and not (offered.isdigit() and 8 <= int(offered) <= 15):
+                    continue
+                client_bits = min(CLIENT_WINDOW_BITS, int(offered)) if offered else CLIENT_WINDOW_BITS
+            return Deflate("client_no_context_takeover" in seen, client_bits)
+    return None
+
+
+_DEFLATE_PARAMS = frozenset(
+    (
+        "server_no_context_takeover",
+        "client_no_context_takeover",
+        "server_max_window_bits",
+        "client_max_window_bits",
+    )
+)
+
+
+def deflate_response(agreed: Deflate) -> str:
+    parts = ["permessage-deflate", "server_no_context_takeover"]
+    if agreed.client_no_context_takeover:
+        parts.append("client_no_context_takeover")
+    if agreed.client_max_window_bits != 15:
+        parts.append(f"client_max_window_bits={agreed.client_max_window_bits}")
+    return "; ".join(parts)
 
 
 def _offered(values: Iterable[str]) -> list[str]:

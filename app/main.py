@@ -19,7 +19,7 @@ from app import __version__, observability, telemetry
 from app.broker.base import create_broker
 from app.gateway import Gateway
 from app.hub import Hub
-from app.routes import http
+from app.routes import console, http
 from app.security import Security
 from app.settings import Settings
 from app.transports import asgi_ws, sse
@@ -155,6 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.include_router(http.router)
     app.router.routes.extend([*asgi_ws.routes, *sse.routes])
+    app.include_router(console.router)
     app.state.security = Security(settings)  # auth, limits, Origin, log redaction
     observability.install(app, settings)
     return app

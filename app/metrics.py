@@ -36,6 +36,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
     multiprocess,
@@ -290,6 +291,26 @@ def pod_connections(hub: Observed) -> int:
     return int(_total(_workers_registry().collect(), f"{NAMESPACE}_connections"))
 
 
+def pod_counts(hub: Observed) -> dict[str, int]:
+    """The pod's open connections and its published and delivered totals (the console's live counts)."""
+    local = refresh(hub)
+    if MULTIPROCESS:
+        families = list(_workers_registry().collect())
+        connections = int(_total(families, f"{NAMESPACE}_connections"))
+    else:
+        families = [*EVENTS_PUBLISHED.collect(), *MESSAGES_DELIVERED.collect()]
+        connections = local
+
+    def sample_total(name: str) -> int:
+        return int(sum(s.value for family in families for s in family.samples if s.name == name))
+
+    return {
+        "connections": connections,
+        "published": sample_total(f"{NAMESPACE}_events_published_total"),
+        "delivered": sample_total(f"{NAMESPACE}_messages_delivered_total"),
+    }
+
+
 def _total(families: Iterable[Metric], name: str) -> float:
     """The sum of every sample of the family ``name`` (0 when absent)."""
     return sum(sample.value for family in families if family.name == name for sample in family.samples)
@@ -369,3 +390,90 @@ class PodProcessCollector(Collector):
             "Start time of the pod's supervisor, since the epoch.",
             value=start_time,
         )
+
+
+#: Labels of every per-autoscaler operator series: bounded by the ConnectionAutoscalers that exist. The
+#: namespace is ``autoscaler_namespace`` so that it never collides with the scrape target's own ``namespace``.
+OPERATOR_LABELS = ("autoscaler_namespace", "autoscaler")
+
+
+class OperatorMetrics:
+    """The operator's own metrics (``eventcast operator --metrics-port``), in a registry of their own.
+
+    Built only by the operator process, so a gateway never exports ``eventcast_operator_*`` series. The
+    ``reason`` label takes the values of ``app.operator.scaling.Reason``; ``result`` is ``ok`` or ``error``.
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        labels = OPERATOR_LABELS
+
+        def gauge(name: str, doc: str, names: tuple[str, ...] = labels) -> Gauge:
+            return Gauge(f"operator_{name}", doc, names, namespace=NAMESPACE, registry=self.registry)
+
+        def counter(name: str, doc: str, names: tuple[str, ...] = labels) -> Counter:
+            return Counter(f"operator_{name}", doc, names, namespace=NAMESPACE, registry=self.registry)
+
+        self.leader = gauge(
+            "leader", "1 while this replica acts in the namespace (leads kopf's peering), else 0.", labels[:1]
+        )
+        self.desired_replicas = gauge("desired_replicas", "Replicas the last round chose for the Deployment.")
+        self.current_replicas = gauge(
+            "current_replicas", "The Deployment's spec.replicas before the last round."
+        )
+        self.ready_pods = gauge("ready_pods", "Ready pods of the Deployment seen by the last round.")
+        self.min_replicas = gauge("min_replicas", "The autoscaler's minReplicas.")
+        self.max_replicas = gauge("max_replicas", "The autoscaler's maxReplicas.")
+        self.decisions = counter(
+            "decisions", "Rounds, by the reason of the replica count chosen.", (*labels, "reason")
+        )
+        self.sheds = counter(
+            "sheds", "POST /admin/shed requests sent to gateway pods, by result.", (*labels, "result")
+        )
+        self.shed_connections = counter(
+            "shed_connections", "Connections the gateway pods closed when asked to shed."
+        )
+        self.scrape_failures = counter("scrape_failures", "Gateway pod /metrics scrapes that failed.")
+        self.reconcile_errors = counter(
+            "reconcile_errors", "Rounds of an autoscaler that failed with an error."
+        )
+        self.round_duration = Histogram(
+            "operator_round_duration_seconds",
+            "Time of one round over every autoscaler this replica leads.",
+            namespace=NAMESPACE,
+            registry=self.registry,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+        )
+        self.last_round = Gauge(
+            "operator_last_round_timestamp_seconds",
+            "When the last round ended (a standby replica keeps counting its rounds too).",
+            namespace=NAMESPACE,
+            registry=self.registry,
+        )
+        ProcessCollector(registry=self.registry)
+
+    def start(self, namespace: str, name: str, reasons: Iterable[str]) -> None:
+        """Every counter of a newly seen autoscaler at 0, so its first shed or failure already shows as a rate."""
+        for reason in reasons:
+            self.decisions.labels(namespace, name, reason).inc(0)
+        for result in ("ok", "error"):
+            self.sheds.labels(namespace, name, result).inc(0)
+        for counter in (self.shed_connections, self.scrape_failures, self.reconcile_errors):
+            counter.labels(namespace, name).inc(0)
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop the gauges of an autoscaler that is gone (or no longer led here); counters keep their totals."""
+        for gauge in (
+            self.desired_replicas,
+            self.current_replicas,
+            self.ready_pods,
+            self.min_replicas,
+            self.max_replicas,
+        ):
+            try:
+                gauge.remove(namespace, name)
+            except KeyError:
+                pass
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -14,6 +14,7 @@ import json
 import re
 import struct
 import time
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -42,6 +43,8 @@ class Framing(Enum):
 
     WS_JSON = "ws.json"  # whole WebSocket text frames: the native transport writes them as they are
     WS_MSGPACK = "ws.msgpack"  # whole WebSocket binary frames
+    WS_JSON_DEFLATE = "ws.json.deflate"  # the same, compressed (permessage-deflate, no context takeover)
+    WS_MSGPACK_DEFLATE = "ws.msgpack.deflate"
     JSON = "json"  # message payloads, one ASGI send each
     MSGPACK = "msgpack"
     SSE = "sse"  # Server-Sent Events: ``id:`` and ``data:`` lines, JSON payload
@@ -54,12 +57,33 @@ class Framing(Enum):
     @property
     def payload(self) -> Framing:
         """The payload framing inside this one (JSON or MSGPACK)."""
-        return Framing.MSGPACK if self in (Framing.MSGPACK, Framing.WS_MSGPACK) else Framing.JSON
+        return Framing.MSGPACK if self in _MSGPACK_FRAMINGS else Framing.JSON
+
+    @property
+    def websocket(self) -> bool:
+        """Whole WebSocket frames (the native transport)."""
+        return self in _WEBSOCKET_FRAMINGS
+
+    @property
+    def deflated(self) -> bool:
+        return self in (Framing.WS_JSON_DEFLATE, Framing.WS_MSGPACK_DEFLATE)
+
+    @classmethod
+    def for_websocket(cls, subprotocol: str, deflate: bool) -> Framing:
+        """The native transport's framing for a subprotocol, compressed or not."""
+        if subprotocol == SUBPROTOCOL_MSGPACK:
+            return cls.WS_MSGPACK_DEFLATE if deflate else cls.WS_MSGPACK
+        return cls.WS_JSON_DEFLATE if deflate else cls.WS_JSON
 
     @property
     def subprotocol(self) -> str:
         return SUBPROTOCOL_MSGPACK if self.payload is Framing.MSGPACK else SUBPROTOCOL_JSON
 
+
+_MSGPACK_FRAMINGS = frozenset((Framing.MSGPACK, Framing.WS_MSGPACK, Framing.WS_MSGPACK_DEFLATE))
+_WEBSOCKET_FRAMINGS = frozenset(
+    (Framing.WS_JSON, Framing.WS_MSGPACK, Framing.WS_JSON_DEFLATE, Framing.WS_MSGPACK_DEFLATE)
+)
 
 WELCOME_TYPE = "eventcast.welcome"
 DEFAULT_CHANNEL = "default"
@@ -203,6 +227,8 @@ class Event:
         if framing is Framing.SSE:
             assert isinstance(payload, str)
             return f"id: {self.id}\n{sse_data(payload)}".encode()
+        if framing.deflated:
+            return ws_frame(payload, compress=True)
         return ws_frame(payload)
 
     def as_dict(self) -> dict[str, Any]:
@@ -228,18 +254,23 @@ class FrameBatch:
         cached = self._items.get(framing)
         if cached is None:
             frames = [f for f in (event.frame(framing) for event in self.events) if f is not None]
-            if framing.joinable and len(frames) > 1:
-                frames = [b"".join(frames)]  # type: ignore[arg-type]  # joinable framings are bytes
+            if framing.joinable and len(frames) > 1:  # joinable framings are bytes
+                frames = [b"".join(f for f in frames if isinstance(f, bytes))]
             cached = self._items[framing] = (frames, sum(len(f) for f in frames))
         return cached
 
 
-def ws_frame(payload: bytes | str) -> bytes:
-    """A final, unmasked server-to-client WebSocket frame: text for str, binary for bytes (RFC 6455 5.2)."""
+def ws_frame(payload: bytes | str, *, compress: bool = False) -> bytes:
+    """A final, unmasked server-to-client WebSocket frame: text for str, binary for bytes (RFC 6455 5.2).
+
+    ``compress``: a permessage-deflate message on its own (RFC 7692 7.2.1, no context takeover), RSV1 set.
+    """
     if isinstance(payload, str):
         data, first = payload.encode(), 0x81
     else:
         data, first = payload, 0x82
+    if compress:
+        data, first = deflate_message(data), first | 0x40
     size = len(data)
     if size < 126:
         header = bytes((first, size))
@@ -248,6 +279,17 @@ def ws_frame(payload: bytes | str) -> bytes:
     else:
         header = struct.pack("!BBQ", first, 127, size)
     return header + data
+
+
+#: One compressor for every message of this process: a full flush after each leaves nothing for the next
+#: to refer to, which is what ``server_no_context_takeover`` asks, without a new zlib state per event.
+_DEFLATER = zlib.compressobj(wbits=-15)
+
+
+def deflate_message(data: bytes) -> bytes:
+    """A message compressed on its own, the trailing 00 00 ff ff removed (RFC 7692 7.2.1)."""
+    out = _DEFLATER.compress(data) + _DEFLATER.flush(zlib.Z_FULL_FLUSH)
+    return out[:-4] if out.endswith(b"\x00\x00\xff\xff") else out
 
 
 def sse_data(text: str) -> str:
@@ -271,14 +313,14 @@ def encode_control(message: Mapping[str, Any], framing: Framing) -> Frame:
     if framing.payload is Framing.MSGPACK:
         payload = msgpack.packb(dict(message))
     else:
-        payload = json.dumps(message, separators=(",", ":"))
+        payload = orjson.dumps(message if isinstance(message, dict) else dict(message)).decode()
     if framing is Framing.SSE:
         head = f"event: {message.get('type', 'eventcast.control')}\n"
         if message.get("type") == WELCOME_TYPE and message.get("position"):
             head += f"id: {message['position']}\n"
         return (head + sse_data(str(payload))).encode()
-    if framing in (Framing.WS_JSON, Framing.WS_MSGPACK):
-        return ws_frame(payload)
+    if framing.websocket:
+        return ws_frame(payload)  # control frames go uncompressed (RSV1 unset is allowed per message)
     return payload
 
 

@@ -7,12 +7,17 @@ exception into their own answer: a close code on a WebSocket, an HTTP status on 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 from app.auth import Authenticator, AuthError, Principal, install_log_redaction
 from app.causes import Cause, ProtocolError, Throttled
 from app.limits import OriginPolicy, RateLimiter, retry_after_header
 from app.protocol import EventIn, PublishError
 from app.settings import Settings
+
+
+class QueryValues(Protocol):
+    def get(self, name: str, default: str | None = None) -> str | None: ...
 
 
 class RateLimited(PublishError):
@@ -36,7 +41,7 @@ class Security:
 
     # ------------------------------------------------------------------------------ subscribers
     def admit_subscriber(
-        self, headers: Mapping[str, str], query: Mapping[str, str], client_ip: str, channels: Sequence[str]
+        self, headers: Mapping[str, str], query: QueryValues, client_ip: str, channels: Sequence[str]
     ) -> Principal | None:
         """Check a new subscriber (after its channels parsed). Raises ProtocolError: 1013, 4401, 4400, 4403."""
         wait = self.connect_rate.acquire(client_ip)

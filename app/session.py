@@ -25,8 +25,9 @@ import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
+from urllib.parse import unquote_plus
 
-from starlette.datastructures import Headers, QueryParams
+from starlette.datastructures import Headers
 
 from app import metrics
 from app.causes import Cause, ProtocolError, Refusal
@@ -46,12 +47,47 @@ FILTER_COST = 5
 FILTER_PARAMS = ("types", "where")
 
 
+class Query:
+    """A request's query parameters, parsed once and cheaply (a subscriber's query is a few short values).
+
+    The same decoding as ``urllib.parse.parse_qsl`` (``+`` is a space, ``%XX`` escapes, blank values kept),
+    without its generality: it runs once per connection attempt, thousands a second in a connect storm.
+    """
+
+    __slots__ = ("_pairs",)
+
+    def __init__(self, text: str | bytes = "") -> None:
+        if isinstance(text, bytes):
+            text = text.decode("latin-1")
+        pairs: list[tuple[str, str]] = []
+        for part in text.split("&"):
+            if not part:
+                continue
+            name, _, value = part.partition("=")
+            if "%" in part or "+" in part:
+                name, value = unquote_plus(name), unquote_plus(value)
+            pairs.append((name, value))
+        self._pairs = pairs
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        for key, value in self._pairs:
+            if key == name:
+                return value
+        return default
+
+    def getlist(self, name: str) -> list[str]:
+        return [value for key, value in self._pairs if key == name]
+
+    def __contains__(self, name: object) -> bool:
+        return any(key == name for key, _ in self._pairs)
+
+
 @dataclass(frozen=True, slots=True)
 class SubscribeRequest:
     """A would-be subscriber's request as every transport sees it."""
 
     path: str
-    query: QueryParams
+    query: Query
     headers: Headers
     client_ip: str
     #: The path takes filters in its query (``/ws/events/filtered``, ``/sse/events/filtered``).
@@ -92,13 +128,14 @@ def count_refused(refusal: Refusal) -> None:
 class Session:
     """One subscriber, from its request to the end of its connection."""
 
-    __slots__ = ("_expiry", "conn", "gateway", "transport")
+    __slots__ = ("_early", "_expiry", "conn", "gateway", "transport")
 
     def __init__(self, gateway: Gateway, transport: SessionTransport) -> None:
         self.gateway = gateway
         self.transport = transport
         self.conn: Connection | None = None
         self._expiry: asyncio.TimerHandle | None = None
+        self._early: list[str | bytes] | None = []  # messages that came before the welcome was queued
 
     # ------------------------------------------------------------------------------ opening
     def open(self, request: SubscribeRequest) -> None:
@@ -162,7 +199,10 @@ class Session:
             self._live(admission)
 
     def _live(self, admission: Admission) -> None:
-        """Attached: the token's expiry and the keepalive take over."""
+        """Attached (the welcome is queued): messages that came early, the token's expiry and the keepalive."""
+        early, self._early = self._early, None
+        for payload in early or ():
+            self._control(payload)
         if admission.expires_at is not None:
             delay = max(0.0, admission.expires_at - time.time())
             self._expiry = asyncio.get_running_loop().call_later(delay, self.close, Cause.TOKEN_EXPIRED)
@@ -178,6 +218,15 @@ class Session:
         """A message from the client: a filter update or an application ping; anything else closes 4400."""
         conn = self.conn
         if conn is None or not self.charge():
+            return
+        if self._early is not None:  # still attaching: answers must come after the welcome
+            self._early.append(payload)
+            return
+        self._control(payload)
+
+    def _control(self, payload: str | bytes) -> None:
+        conn = self.conn
+        if conn is None:
             return
         try:
             control = parse_control(payload, conn.subprotocol)

@@ -104,12 +104,21 @@ class Settings(BaseSettings):
         1000, ge=0, description="SSE 'retry:' hint sent when the server closes a stream."
     )
     ws_per_message_deflate: bool = Field(
-        False, description="Offer permessage-deflate (costs CPU per client; implies ws_engine=asgi)."
+        False,
+        description="Accept permessage-deflate: each event is compressed once and the same bytes go to every "
+        "client that asked for it (native engine; the asgi engine compresses per client).",
     )
     ws_engine: Literal["native", "asgi"] = Field(
         "native",
-        description="native: subscribers served by app/wsserver.py (fast, no task per client); "
-        "asgi: through uvicorn's WebSocket implementation and the FastAPI routes.",
+        description="native: subscribers served by app/transports/native_ws.py (fast, no task per client); "
+        "asgi: through uvicorn's WebSocket implementation (app/transports/asgi_ws.py).",
+    )
+
+    # --- clients (docs/clients.md) ------------------------------------------------------------------------
+    console: bool = Field(
+        True,
+        description="Serve the live console at /console (and its counts at /console/stats); false answers "
+        "404 there. /client.js is served either way.",
     )
 
     # --- observability (docs/observability.md) --------------------------------------------------------

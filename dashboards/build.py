@@ -27,30 +27,52 @@ SCHEMA_VERSION = 39
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 RATE = "$__rate_interval"
 SLOW_CONSUMER = 'reason="slow_consumer"'  # the close label of 4008 (app/causes.py)
+MEMORY = 'resource="memory"'  # kube-state-metrics' resource label
 
-#: The template variables every query filters on, in the order they cascade (namespace, then job, then pod).
-#: Outside Kubernetes a series has no namespace or pod label: "All" is ".*", which also matches a missing label.
-VARIABLES = ("namespace", "job", "pod")
+#: The template variables every query filters on, in the order they cascade (cluster, namespace, job, pod).
+#: Outside Kubernetes a series has no cluster, namespace or pod label: "All" is ".*", which also matches a
+#: missing label.
+VARIABLES = ("cluster", "namespace", "job", "pod")
 SELECTOR = ", ".join(f'{name}=~"${name}"' for name in VARIABLES)
+#: The operator's replica-wide series (round time) carry no autoscaler: only the cluster filters them.
+CLUSTER_SELECTOR = 'cluster=~"$cluster"'
+#: The operator's series: its own job, per autoscaler; ``autoscaler_namespace`` is the gateway's namespace.
+OPERATOR_SELECTOR = 'cluster=~"$cluster", autoscaler_namespace=~"$namespace"'
+#: Series of the gateway's pods scraped by others (kubelet's cAdvisor, kube-state-metrics): no eventcast job.
+POD_SELECTOR = 'cluster=~"$cluster", namespace=~"$namespace", pod=~"$pod", container="eventcast"'
+#: Metrics the dashboard reads from kube-state-metrics and cAdvisor (standard in kube-prometheus-stack). The
+#: live test runs their queries for syntax only: no kubelet or kube-state-metrics runs there.
+EXTERNAL_METRICS = {
+    "container_memory_working_set_bytes": "cAdvisor (kubelet)",
+    "kube_pod_container_resource_limits": "kube-state-metrics",
+    "kube_horizontalpodautoscaler_status_desired_replicas": "kube-state-metrics",
+    "kube_horizontalpodautoscaler_status_current_replicas": "kube-state-metrics",
+}
 
 
-def metric(name: str, extra: str = "") -> str:
+def metric(name: str, extra: str = "", selector: str = SELECTOR) -> str:
     """``name{<the dashboard's selector>[, extra]}``: the one place a selector is written."""
-    return f"{name}{{{SELECTOR}{', ' + extra if extra else ''}}}"
+    return f"{name}{{{selector}{', ' + extra if extra else ''}}}"
 
 
-def rate(name: str, extra: str = "") -> str:
-    return f"rate({metric(name, extra)}[{RATE}])"
+def operator(name: str, extra: str = "") -> str:
+    return metric(name, extra, OPERATOR_SELECTOR)
 
 
-def quantile(q: float, histogram: str) -> str:
-    return f"histogram_quantile({q}, sum by (le) ({rate(histogram + '_bucket')}))"
+def rate(name: str, extra: str = "", selector: str = SELECTOR) -> str:
+    return f"rate({metric(name, extra, selector)}[{RATE}])"
+
+
+def quantile(q: float, histogram: str, selector: str = SELECTOR) -> str:
+    return f"histogram_quantile({q}, sum by (le) ({rate(histogram + '_bucket', selector=selector)}))"
 
 
 @dataclass(frozen=True)
 class Query:
     expr: str
     legend: str
+    external: bool = False  # reads EXTERNAL_METRICS: data only where kube-state-metrics and cAdvisor run
+    quiet: bool = False  # an error count that stays at zero in a healthy run (the live test checks it exists)
 
 
 def quantiles(histogram: str, *qs: float) -> tuple[Query, ...]:
@@ -103,8 +125,8 @@ QUERIES: dict[str, tuple[Query, ...]] = {
     ),
     "delivery_faults": (
         Query(f"sum by (reason) ({rate('eventcast_events_quarantined_total')})", "quarantined: {{reason}}"),
-        Query(f"sum({rate('eventcast_broker_reader_restarts_total')})", "broker reader restarts"),
-        Query(f"sum({rate('eventcast_fanout_errors_total')})", "fan-out errors (closed 1011)"),
+        Query(f"sum({rate('eventcast_broker_reader_restarts_total')})", "broker reader restarts", quiet=True),
+        Query(f"sum({rate('eventcast_fanout_errors_total')})", "fan-out errors (closed 1011)", quiet=True),
     ),
     "send_queue": (Query(f"sum by (pod) ({metric('eventcast_send_queue_bytes')})", "{{pod}}"),),
     "memory_per_connection": (
@@ -116,6 +138,82 @@ QUERIES: dict[str, tuple[Query, ...]] = {
     "broker_up": (Query(f"min by (pod) ({metric('eventcast_broker_up')})", "{{pod}}"),),
     "broker_lag": quantiles("eventcast_broker_lag_seconds", 0.5, 0.99),
     "replicas_over_time": (Query(f"count({metric('eventcast_broker_up')})", "pods reporting"),),
+    "memory_vs_limit": (
+        Query(f"sum by (pod) ({metric('process_resident_memory_bytes')})", "{{pod}} resident"),
+        Query(
+            f"sum by (pod) ({metric('container_memory_working_set_bytes', selector=POD_SELECTOR)})",
+            "{{pod}} working set",
+            external=True,
+        ),
+        Query(
+            f"max by (pod) ({metric('kube_pod_container_resource_limits', MEMORY, POD_SELECTOR)})",
+            "{{pod}} limit",
+            external=True,
+        ),
+    ),
+    # ---------------------------------------------------------------- the autoscaler
+    "autoscaler_replicas": (
+        Query(
+            f"max by (autoscaler) ({operator('eventcast_operator_desired_replicas')})",
+            "{{autoscaler}} desired",
+        ),
+        Query(
+            f"max by (autoscaler) ({operator('eventcast_operator_current_replicas')})",
+            "{{autoscaler}} current",
+        ),
+        Query(f"max by (autoscaler) ({operator('eventcast_operator_ready_pods')})", "{{autoscaler}} ready"),
+        Query(f"max by (autoscaler) ({operator('eventcast_operator_min_replicas')})", "{{autoscaler}} min"),
+        Query(f"max by (autoscaler) ({operator('eventcast_operator_max_replicas')})", "{{autoscaler}} max"),
+        Query(
+            "max by (horizontalpodautoscaler) (kube_horizontalpodautoscaler_status_desired_replicas"
+            '{cluster=~"$cluster", namespace=~"$namespace", horizontalpodautoscaler=~".*eventcast.*"})',
+            "{{horizontalpodautoscaler}} desired (HPA/KEDA)",
+            external=True,
+        ),
+        Query(
+            "max by (horizontalpodautoscaler) (kube_horizontalpodautoscaler_status_current_replicas"
+            '{cluster=~"$cluster", namespace=~"$namespace", horizontalpodautoscaler=~".*eventcast.*"})',
+            "{{horizontalpodautoscaler}} current (HPA/KEDA)",
+            external=True,
+        ),
+    ),
+    "autoscaler_decisions": (
+        Query(
+            f"sum by (reason) ({rate('eventcast_operator_decisions_total', selector=OPERATOR_SELECTOR)}) * 60",
+            "{{reason}}",
+        ),
+    ),
+    "autoscaler_sheds": (
+        Query(
+            f"sum({rate('eventcast_operator_shed_connections_total', selector=OPERATOR_SELECTOR)}) * 60",
+            "clients shed/min",
+        ),
+        Query(
+            f"sum by (result) ({rate('eventcast_operator_sheds_total', selector=OPERATOR_SELECTOR)}) * 60",
+            "shed requests/min: {{result}}",
+        ),
+    ),
+    "autoscaler_failures": (
+        Query(
+            f"sum by (autoscaler) ({rate('eventcast_operator_scrape_failures_total', selector=OPERATOR_SELECTOR)}) * 60",
+            "{{autoscaler}} scrape failures/min",
+        ),
+        Query(
+            f"sum by (autoscaler) ({rate('eventcast_operator_reconcile_errors_total', selector=OPERATOR_SELECTOR)}) * 60",
+            "{{autoscaler}} failed rounds/min",
+        ),
+    ),
+    "autoscaler_leader": (Query(f"max by (pod) ({operator('eventcast_operator_leader')})", "{{pod}}"),),
+    "autoscaler_rounds": (
+        Query(
+            quantile(0.99, "eventcast_operator_round_duration_seconds", CLUSTER_SELECTOR),
+            "round p99",
+        ),
+        Query(
+            f"time() - max({metric('eventcast_operator_last_round_timestamp_seconds', selector=CLUSTER_SELECTOR)})",
+            "since the last round",
+        ),
+    ),
 }
 
 
@@ -269,6 +367,63 @@ LAYOUT: tuple[Row, ...] = (
             PanelSpec("broker_up", "Broker up per pod", "0 when a pod lost Redis.", "bool", 8),
             PanelSpec("broker_lag", "Broker lag", "Publish accepted to the event reaching fan-out.", "s", 8),
             PanelSpec("replicas_over_time", "Replicas", "Pods reporting over time.", "short", 8),
+            PanelSpec(
+                "memory_vs_limit",
+                "Memory vs limit",
+                "Resident memory (eventcast), the container's working set (cAdvisor) and its memory limit "
+                "(kube-state-metrics): the working set reaching the limit is an OOM kill.",
+                "bytes",
+                24,
+            ),
+        ),
+    ),
+    Row(
+        "Autoscaler",
+        (
+            PanelSpec(
+                "autoscaler_replicas",
+                "Replicas: desired vs current",
+                "Operator mode: what the operator chose, the Deployment's replicas, the ready pods and the bounds. "
+                "hpa and keda modes: their HPA's desired and current replicas (kube-state-metrics).",
+                "short",
+                12,
+            ),
+            PanelSpec(
+                "autoscaler_decisions",
+                "Decisions/min by reason",
+                "Why each round chose its replica count: scale_up, scale_down, rate_limited, stabilizing, "
+                "within_tolerance, steady, limited, no_metrics.",
+                "short",
+                12,
+            ),
+            PanelSpec(
+                "autoscaler_sheds",
+                "Rebalancing: sheds",
+                "Clients the gateway pods closed (1012) to move toward the mean, and the shed requests sent.",
+                "short",
+                8,
+            ),
+            PanelSpec(
+                "autoscaler_failures",
+                "Scrape failures and failed rounds",
+                "Gateway pods the operator could not read (they count as full: no scale-down), and rounds that failed.",
+                "short",
+                8,
+            ),
+            PanelSpec(
+                "autoscaler_leader",
+                "Acting replica",
+                "1 for the operator replica that acts (kopf peering); exactly one should.",
+                "short",
+                8,
+            ),
+            PanelSpec(
+                "autoscaler_rounds",
+                "Operator rounds",
+                "p99 duration of a round over every autoscaler, and the time since the last one.",
+                "s",
+                24,
+            ),
         ),
     ),
 )
@@ -342,6 +497,51 @@ def panels() -> list[dict[str, Any]]:
     return out
 
 
+ANNOTATIONS: tuple[tuple[str, str, str, str], ...] = (
+    # (name, colour, PromQL, title): what changed the pods while the graphs moved.
+    (
+        "Pods started (rollouts, restarts, scale-ups)",
+        "blue",
+        f"max by (pod) (time() - {metric('process_start_time_seconds')}) < 120",
+        "{{pod}} started",
+    ),
+    (
+        "Scale events (operator)",
+        "orange",
+        f"max by (autoscaler) (abs(delta({operator('eventcast_operator_desired_replicas')}[2m]))) > 0",
+        "{{autoscaler}} scaled",
+    ),
+    (
+        "Scale events (HPA, KEDA)",
+        "purple",
+        "max by (horizontalpodautoscaler) (abs(delta(kube_horizontalpodautoscaler_status_desired_replicas"
+        '{cluster=~"$cluster", namespace=~"$namespace", horizontalpodautoscaler=~".*eventcast.*"}[2m]))) > 0',
+        "{{horizontalpodautoscaler}} scaled",
+    ),
+)
+
+
+def annotation_queries() -> list[dict[str, Any]]:
+    """Prometheus annotation queries, in the form Grafana stores them (``target`` holds the query)."""
+    return [
+        {
+            "datasource": DATASOURCE,
+            "enable": True,
+            "hide": False,
+            "iconColor": colour,
+            "name": name,
+            "target": {
+                "refId": "Anno",
+                "expr": expr,
+                "interval": "30s",
+                "legendFormat": title,
+                "titleFormat": title,
+            },
+        }
+        for name, colour, expr, title in ANNOTATIONS
+    ]
+
+
 def variable(name: str, label: str, parents: tuple[str, ...]) -> dict[str, Any]:
     """A query variable listing ``name`` values of series that match the variables before it."""
     match = ", ".join(f'{parent}=~"${parent}"' for parent in parents)
@@ -372,14 +572,15 @@ def templating() -> list[dict[str, Any]]:
         "regex": "",
         "type": "datasource",
     }
-    labels = {"namespace": "Namespace", "job": "Job", "pod": "Pod"}
+    labels = {"cluster": "Cluster", "namespace": "Namespace", "job": "Job", "pod": "Pod"}
     return [datasource] + [variable(name, labels[name], VARIABLES[:i]) for i, name in enumerate(VARIABLES)]
 
 
 def build() -> dict[str, Any]:
     return {
-        "annotations": {"list": []},
-        "description": "eventcast WebSocket event gateway: connections, latency, delivery, drops, memory, broker.",
+        "annotations": {"list": annotation_queries()},
+        "description": "eventcast WebSocket event gateway: connections, latency, delivery, drops, memory, broker, "
+        "autoscaler.",
         "editable": True,
         "graphTooltip": 1,
         "links": [],

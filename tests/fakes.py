@@ -16,7 +16,7 @@ from typing import Any
 import msgpack
 
 from app.connection import HIGH_WATER, Connection
-from app.protocol import WELCOME_TYPE, Frame, Framing
+from app.protocol import WELCOME_TYPE, Event, Frame, Framing, Position
 
 
 def parse_ws_frames(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
@@ -125,3 +125,22 @@ class FakeSocket:
     @property
     def ids(self) -> list[str]:
         return [e["id"] for e in self.events]
+
+
+_DEFAULT: Any = object()
+
+
+def make_event(
+    type_: str = "node.created", data: Any = _DEFAULT, *, channel: str = "a", ts: float = 1700000000123.5
+) -> Event:
+    position = Position(1700000000123, 7)
+    return Event(
+        id=f"ab12cd34.{position}",
+        position=position,
+        channel=channel,
+        type=type_,
+        data_json=json.dumps(
+            {"n": 1} if data is _DEFAULT else data, separators=(",", ":"), ensure_ascii=False
+        ),
+        ts=ts,
+    )

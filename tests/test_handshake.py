@@ -110,3 +110,71 @@ def test_subprotocols_offered_in_one_header_or_several_are_the_same() -> None:
     assert isinstance(one, Accept) and isinstance(several, Accept)
     assert one == several and one.subprotocol == "eventcast.v1.msgpack"
     assert b"sec-websocket-protocol: eventcast.v1.msgpack\r\n" in one.response
+
+
+# ------------------------------------------------------------------------------------ permessage-deflate
+@pytest.mark.parametrize(
+    ("offer", "client_no_context_takeover", "client_bits", "answer"),
+    [
+        ("permessage-deflate", False, 15, "permessage-deflate; server_no_context_takeover"),
+        (  # what Chrome and Firefox send
+            "permessage-deflate; client_max_window_bits",
+            False,
+            9,
+            "permessage-deflate; server_no_context_takeover; client_max_window_bits=9",
+        ),
+        (
+            "permessage-deflate; client_no_context_takeover; server_no_context_takeover",
+            True,
+            15,
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+        ),
+        (
+            "permessage-deflate; client_max_window_bits=8",
+            False,
+            8,
+            "permessage-deflate; server_no_context_takeover; client_max_window_bits=8",
+        ),
+        (  # the first offer we cannot serve (a small server window) is skipped for the next
+            "permessage-deflate; server_max_window_bits=10, permessage-deflate",
+            False,
+            15,
+            "permessage-deflate; server_no_context_takeover",
+        ),
+        (
+            "x-webkit-deflate-frame, permessage-deflate",
+            False,
+            15,
+            "permessage-deflate; server_no_context_takeover",
+        ),
+    ],
+)
+def test_deflate_is_agreed_without_server_context(
+    offer: str, client_no_context_takeover: bool, client_bits: int, answer: str
+) -> None:
+    decision = handshake("GET", "1.1", [*HEADERS, ("sec-websocket-extensions", offer)], deflate=True)
+    assert isinstance(decision, Accept) and decision.deflate is not None
+    assert decision.deflate.client_no_context_takeover is client_no_context_takeover
+    assert decision.deflate.client_max_window_bits == client_bits
+    assert f"sec-websocket-extensions: {answer}\r\n".encode() in decision.response
+
+
+@pytest.mark.parametrize(
+    "offer",
+    [
+        "permessage-deflate; server_max_window_bits=10",
+        "permessage-deflate; mystery_param",
+        "permessage-deflate; client_max_window_bits=20",
+        "permessage-deflate; client_no_context_takeover; client_no_context_takeover",
+        "x-webkit-deflate-frame",
+    ],
+)
+def test_offers_we_cannot_serve_are_declined_and_the_upgrade_goes_on(offer: str) -> None:
+    decision = handshake("GET", "1.1", [*HEADERS, ("sec-websocket-extensions", offer)], deflate=True)
+    assert isinstance(decision, Accept) and decision.deflate is None
+    assert b"sec-websocket-extensions" not in decision.response
+
+
+def test_deflate_off_answers_no_extension() -> None:
+    decision = handshake("GET", "1.1", [*HEADERS, ("sec-websocket-extensions", "permessage-deflate")])
+    assert isinstance(decision, Accept) and decision.deflate is None

@@ -256,3 +256,70 @@ async def test_keepalive_finds_silent_clients(kind: str, make_gateway: GatewayMa
         assert isinstance(client, Client)
         assert await client.next_comment(timeout=5) == "heartbeat"  # type: ignore[attr-defined]
         await client.close()
+
+
+async def test_filters_apply_to_replayed_history(kind: str, make_gateway: GatewayMaker) -> None:
+    gateway = make_gateway()
+    first = await open_client(kind, gateway, "channels=g", path="/events/filtered")
+    position = first.welcome["position"]
+    await first.close()
+    events = [
+        {"channel": "g", "type": "node.created", "data": {"n": 1}},
+        {"channel": "g", "type": "edge.added", "data": {"n": 2}},
+        {"channel": "g", "type": "edge.added", "data": [1, 2]},
+    ]
+    await publish(gateway.http, events)
+    back = await open_client(
+        kind, gateway, f"channels=g&types=edge.added&since={position}", path="/events/filtered"
+    )
+    assert back.welcome["recovered"] is True
+    assert [e["data"] for e in await back.collect(2)] == [{"n": 2}, [1, 2]]
+    await back.close()
+
+
+# ------------------------------------------------------------------------------------ what a client sends
+@pytest.mark.parametrize(
+    ("frame", "reason"),
+    [
+        ("{not json", "malformed control message: not valid JSON"),
+        ('["op"]', "control message must be an object with an op"),
+        ('{"op": "subscribe-all"}', "unknown op 'subscribe-all'"),
+        ('{"op": "filter", "types": "x"}', "filter needs types"),
+        ('{"op": "filter", "types": ["[a"]}', "bad glob '[a' in types"),
+        ('{"op": "filter", "where": {"k": {"x": 1}}}', "where k: only scalar"),
+        ('{"op": "filter", "types": ["a*a*a*a*a*a*a*a*a*"]}', "glob 'a*a*a*a*a*a*a*a*a*' has more than"),
+    ],
+)
+@pytest.mark.parametrize("kind", WEBSOCKETS)
+async def test_a_bad_control_message_closes_4400_with_a_reason_and_others_keep_going(
+    kind: str, make_gateway: GatewayMaker, frame: str, reason: str
+) -> None:
+    gateway = make_gateway()
+    bystander = await open_client(kind, gateway, "channels=calm")
+    client = await open_client(kind, gateway, "channels=x")
+    assert isinstance(client, WsClient)
+    await client.ws.send(frame)
+    outcome = await client.closed()
+    assert outcome.code == CloseCode.BAD_REQUEST and outcome.reason.startswith(reason)
+    ids = (await publish(gateway.http, batch("calm", 2))).json()["ids"]
+    assert [e["id"] for e in await bystander.collect(2)] == ids
+    await bystander.close()
+
+
+@pytest.mark.parametrize("kind", WEBSOCKETS)
+async def test_frames_past_the_limits_close_1009_1007_and_1008(kind: str, make_gateway: GatewayMaker) -> None:
+    gateway = make_gateway(env={"EVENTCAST_MAX_CONTROL_BYTES": "1024", "EVENTCAST_CLIENT_FRAME_BURST": "10"})
+    big = await open_client(kind, gateway, "channels=x")
+    assert isinstance(big, WsClient)
+    await big.ws.send('{"op": "filter", "types": ["' + "a" * 2000 + '"]}')
+    assert (await big.closed()).code == CloseCode.TOO_BIG
+    utf = await open_client(kind, gateway, "channels=x")
+    assert isinstance(utf, WsClient)
+    await utf.ws.send(b"\xff\xfe", text=True)  # a text frame that is not UTF-8
+    assert (await utf.closed()).code == CloseCode.INVALID_DATA  # RFC 6455 8.1
+    chatty = await open_client(kind, gateway, "channels=x")
+    assert isinstance(chatty, WsClient)
+    for _ in range(30):  # past a burst of 10 frames
+        await chatty.ws.send('{"op": "ping"}')
+    outcome = await chatty.closed()
+    assert (outcome.code, outcome.reason) == (CloseCode.POLICY, "too many messages: slow down")

@@ -348,7 +348,7 @@ def spawn_gateway(
         argv += ["--broker", broker]
     # Quiet logs (an access-log line per publish would be measured too) and a short drain at the end.
     # The publish flood outruns any subscriber by design; a 16 MB queue keeps it a measure of publishing
-    # rather than of slow-consumer cuts (which tests/test_lifecycle.py covers).
+    # rather than of slow-consumer cuts (which tests/test_session.py covers).
     env = {
         "EVENTCAST_LOG_LEVEL": "warning",
         "EVENTCAST_DRAIN_SECONDS": "1",

@@ -1,7 +1,9 @@
 """The ConnectionAutoscaler CustomResourceDefinition, built as a plain dict.
 
 ``python -m app.operator.crd`` prints it as YAML; k8s/operator/crd.yaml and
-helm/eventcast/crds/connectionautoscalers.yaml are that output (tests/operator/test_crd.py keeps them equal).
+helm/eventcast/crds/connectionautoscalers.yaml are that output, and ``--peering`` prints kopf's KopfPeering CRD
+(k8s/operator/kopfpeering-crd.yaml, helm/eventcast/crds/kopfpeerings.yaml). tests/operator/test_manifests.py
+keeps every copy equal to the builder's output.
 """
 
 from __future__ import annotations
@@ -52,12 +54,56 @@ def spec_schema() -> dict[str, Any]:
             "connectionsPerReplica": _int("Target open connections per pod.", 1, 10_000_000),
             "minReplicas": _int("Fewest replicas.", 1, 10_000, constants.DEFAULT_MIN_REPLICAS),
             "maxReplicas": _int("Most replicas.", 1, 10_000),
-            "scaleDownStabilizationSeconds": _int(
-                "Scale down only to the highest recommendation of this many past seconds.",
+            "tolerancePercent": _int(
+                "Replicas move only when the load is off its target by more than this percent (the HPA's 10).",
                 0,
-                86_400,
-                constants.DEFAULT_SCALE_DOWN_STABILIZATION_SECONDS,
+                100,
+                constants.DEFAULT_TOLERANCE_PERCENT,
             ),
+            "scaleDown": {
+                "type": "object",
+                "description": "The scale-down policy: a stabilisation window plus a rate (as the chart's "
+                "autoscaling.scaleDown, the same in every autoscaling mode). Defaults: 1 pod per 60 s after 300 s.",
+                "x-kubernetes-validations": [
+                    {
+                        "rule": "!has(self.type) || self.type != 'Percent' || !has(self.value) || self.value <= 100",
+                        "message": "a Percent value is at most 100",
+                    }
+                ],
+                "properties": {
+                    "stabilizationWindowSeconds": _int(
+                        "Scale down only to the highest recommendation of this many past seconds.", 0, 3600
+                    ),
+                    "type": {
+                        "type": "string",
+                        "enum": ["Pods", "Percent"],
+                        "description": "Pods: value pods per period; Percent: value percent of the replicas at "
+                        "the start of the period (at least one pod).",
+                    },
+                    "value": _int("Pods, or percent, that may go per period.", 1, 10_000),
+                    "periodSeconds": _int("The period of the rate.", 1, 1800),
+                },
+            },
+            "rebalance": {
+                "type": "object",
+                "description": "Continuous rebalancing: when the busiest pod stays above imbalancePercent of the "
+                "mean for windowSeconds, the busiest pods shed clients toward the mean (1012, they reconnect "
+                "through the Service), at most churnBudget connections per churnPeriodSeconds.",
+                "properties": {
+                    "enabled": {"type": "boolean", "description": "Off: never shed (default on)."},
+                    "imbalancePercent": _int(
+                        "The busiest pod over the mean, in percent (default 125).", 101, 1000
+                    ),
+                    "windowSeconds": _int("How long the imbalance must last (default 60).", 0, 3600),
+                    "churnBudget": _int(
+                        "Most connections shed per churn period across the Deployment "
+                        "(default: connectionsPerReplica).",
+                        1,
+                        10_000_000,
+                    ),
+                    "churnPeriodSeconds": _int("The churn budget's period (default 60).", 1, 3600),
+                },
+            },
             "metricsPort": _int(
                 "Pod port serving /metrics and /admin (the internal port when EVENTCAST_INTERNAL_PORT is set).",
                 1,
@@ -98,7 +144,6 @@ def status_schema() -> dict[str, Any]:
     return {
         "type": "object",
         "description": "Written by the operator: what it saw and did (docs/operator.md).",
-        "x-kubernetes-preserve-unknown-fields": True,  # kopf may keep its own bookkeeping here
         "properties": {
             "phase": {"type": "string", "enum": [phase.value for phase in constants.Phase]},
             "message": {"type": "string"},
@@ -121,16 +166,37 @@ def status_schema() -> dict[str, Any]:
                 },
             },
             "lastShed": {"type": "object", "nullable": True, "x-kubernetes-preserve-unknown-fields": True},
-            "pendingRebalance": {
-                "type": "object",
-                "nullable": True,
-                "properties": {"targetReplicas": {"type": "integer"}, "since": {"type": "string"}},
+            "lastDecision": {"type": "string", "description": "Why the last round chose its replica count."},
+            "operator": {"type": "string", "description": "The operator replica that wrote this (peering)."},
+            "imbalancePercent": {
+                "type": "integer",
+                "description": "The busiest pod over the mean, in percent.",
             },
             "recommendations": {
                 "type": "array",
                 "items": {
                     "type": "object",
                     "properties": {"time": {"type": "string"}, "replicas": {"type": "integer"}},
+                },
+            },
+            "scaleDowns": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"time": {"type": "string"}, "removed": {"type": "integer"}},
+                },
+            },
+            "rebalance": {
+                "type": "object",
+                "properties": {
+                    "imbalancedSince": {"type": "string", "nullable": True},
+                    "sheds": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {"time": {"type": "string"}, "connections": {"type": "integer"}},
+                        },
+                    },
                 },
             },
             "conditions": {"type": "array", "items": condition},
@@ -147,6 +213,7 @@ def printer_columns() -> list[dict[str, Any]]:
         {"name": "Desired", "type": "integer", "jsonPath": ".status.desiredReplicas"},
         {"name": "Connections", "type": "integer", "jsonPath": ".status.observedConnections"},
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        {"name": "Decision", "type": "string", "jsonPath": ".status.lastDecision", "priority": 1},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
 
@@ -197,9 +264,45 @@ def build_crd() -> dict[str, Any]:
     }
 
 
-def render_yaml() -> str:
-    return HEADER + str(yaml.safe_dump(build_crd(), sort_keys=False, width=110))
+def build_peering_crd() -> dict[str, Any]:
+    """kopf's namespaced peering resource (``kopf.dev/v1 KopfPeering``), as kopf's docs define it.
+
+    Operator replicas keep their keep-alives in its status (app/operator/peering.py). Other kopf operators of
+    the cluster use the same CRD: Helm (crds/) and ``kubectl apply`` leave an existing one alone.
+    """
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{constants.PEERING_PLURAL}.{constants.PEERING_GROUP}"},
+        "spec": {
+            "scope": "Namespaced",
+            "group": constants.PEERING_GROUP,
+            "names": {"kind": "KopfPeering", "plural": constants.PEERING_PLURAL, "singular": "kopfpeering"},
+            "versions": [
+                {
+                    "name": constants.PEERING_VERSION,
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {
+                                "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def render_yaml(peering: bool = False) -> str:
+    crd = build_peering_crd() if peering else build_crd()
+    return HEADER.replace("crd`", "crd --peering`" if peering else "crd`") + str(
+        yaml.safe_dump(crd, sort_keys=False, width=110)
+    )
 
 
 if __name__ == "__main__":
-    sys.stdout.write(render_yaml())
+    sys.stdout.write(render_yaml(peering="--peering" in sys.argv[1:]))

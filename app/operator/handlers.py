@@ -1,9 +1,10 @@
 """One reconciliation of a ConnectionAutoscaler: observe the pods, scale, mark deletion costs, rebalance.
 
-``reconcile`` is what the kopf timer calls (see main.py). It reads the target Deployment and its ready pods,
-scrapes each pod's /metrics, and returns the status to write; the decisions are in scaling.py. Every step is
-idempotent: running it twice in a row changes nothing the second time (a pod's cost is rewritten only when
-it moved, the Deployment is patched only when the count differs, a rebalance is sent once).
+``reconcile`` is what the autoscaling loop (loop.py) calls for each autoscaler on every round. It reads the
+target Deployment and its ready pods, scrapes each pod's /metrics, and returns the status to write with what
+it did; the decisions are in scaling.py. Every step is idempotent: running it twice in a row changes nothing
+the second time (a pod's cost is rewritten only when it moved, the Deployment is patched only when the count
+differs, a shed is counted against the churn budget and the imbalance window restarts after it).
 """
 
 from __future__ import annotations
@@ -11,26 +12,20 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-from app.operator import constants, metrics, pods, scaling
+from app.operator import constants, pods, scaling, scrape
 from app.operator.constants import ConditionType, Phase
 from app.operator.kube import KubeApi, KubeError, NotFound, deployment_path, pod_path, pods_path
+from app.operator.scaling import Reason
 from app.operator.spec import AutoscalerSpec, InvalidSpec, parse_spec
-from app.operator.status import (
-    Condition,
-    Memory,
-    PendingRebalance,
-    memory_fields,
-    merge_conditions,
-    pods_summary,
-    timestamp,
-)
+from app.operator.status import Condition, Memory, memory_fields, merge_conditions, pods_summary, timestamp
 
 Announce = Callable[[str, str], None]  # (reason, message) -> a Kubernetes Event on the autoscaler
+Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +36,20 @@ class Target:
     name: str
     spec: Mapping[str, Any]
     status: Mapping[str, Any]
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one round did: the status to write, and the facts the operator's own metrics count."""
+
+    status: dict[str, Any]
+    reason: Reason | None = None  # None when the spec or the target is unusable
+    desired: int | None = None
+    current: int | None = None
+    ready_pods: int = 0
+    scrape_failures: int = 0
+    sheds: list[dict[str, Any]] = field(default_factory=list)  # one row per POST /admin/shed
+    bounds: tuple[int, int] | None = None  # (minReplicas, maxReplicas)
 
 
 def _status(
@@ -57,23 +66,26 @@ def _status(
 
 async def reconcile(
     kube: KubeApi,
+    http: httpx.AsyncClient,
     target: Target,
     memory: Memory,
     now: float,
     announce: Announce,
-    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
-) -> dict[str, Any]:
-    """Do one round and return the new ``status`` (``memory`` is updated in place for the next round)."""
+    logger: Logger,
+) -> Outcome:
+    """Do one round and return what to write (``memory`` is updated in place for the next round)."""
     try:
         spec = parse_spec(target.spec)
     except InvalidSpec as exc:
-        return _status(target, Phase.INVALID, str(exc), [], now)
+        return Outcome(_status(target, Phase.INVALID, str(exc), [], now))
     try:
         deployment = await kube.get(deployment_path(target.namespace, spec.target))
     except NotFound:
         message = f"Deployment {target.namespace}/{spec.target} not found"
         found = Condition(ConditionType.TARGET_FOUND, False, "DeploymentNotFound", message)
-        return _status(target, Phase.TARGET_NOT_FOUND, message, [found], now, **memory_fields(memory))
+        return Outcome(
+            _status(target, Phase.TARGET_NOT_FOUND, message, [found], now, **memory_fields(memory))
+        )
     selector = (deployment.get("spec") or {}).get("selector") or {}
     current = int((deployment.get("spec") or {}).get("replicas", 1))
     listed = await kube.list(pods_path(target.namespace), label_selector=pods.selector_string(selector))
@@ -84,85 +96,71 @@ async def reconcile(
         and not pods.is_terminating(p)
     ]
     ready = {pods.pod_name(p): p for p in members if pods.is_ready(p)}
-    async with httpx.AsyncClient(trust_env=False) as http:
-        scrapes = await metrics.scrape_pods(
-            http,
-            {name: metrics.metrics_url(p["status"]["podIP"], spec.metrics_port) for name, p in ready.items()},
+    scrapes = await scrape.scrape_pods(
+        http, {name: scrape.metrics_url(p["status"]["podIP"], spec.metrics_port) for name, p in ready.items()}
+    )
+    counts = {name: s.connections for name, s in scrapes.items() if s.connections is not None}
+    unreadable = sorted(name for name, s in scrapes.items() if s.connections is None)
+    total = sum(counts.values())
+    conditions = [
+        Condition(ConditionType.TARGET_FOUND, True, "DeploymentFound", f"scaling Deployment {spec.target}"),
+        _metrics_condition(len(ready), unreadable, scrapes),
+    ]
+
+    # 1. How many replicas (scaling.decide: tolerance, stabilisation window, scale-down rate).
+    decision = scaling.decide(
+        current_replicas=current,
+        observed_connections=total if counts else None,
+        unobserved_pods=len(unreadable),
+        bounds=spec.bounds,
+        policy=spec.scale_down,
+        history=memory.history,
+        now=now,
+    )
+    memory.history = decision.history
+    desired = decision.desired
+    conditions.append(
+        _limit_condition(scaling.replicas_for(total, spec.connections_per_replica), spec, counts)
+    )
+
+    phase = Phase.STABLE
+    if desired != current:
+        await kube.merge_patch(
+            deployment_path(target.namespace, spec.target), {"spec": {"replicas": desired}}
         )
-        counts = {name: s.connections for name, s in scrapes.items() if s.connections is not None}
-        unreadable = sorted(name for name, s in scrapes.items() if s.connections is None)
-        total = sum(counts.values())
-        conditions = [
-            Condition(
-                ConditionType.TARGET_FOUND, True, "DeploymentFound", f"scaling Deployment {spec.target}"
-            ),
-            _metrics_condition(len(ready), unreadable, scrapes),
-        ]
-
-        # 1. How many replicas: nothing is decided on no data at all (e.g. every pod still starting).
-        if counts:
-            if (
-                not memory.recommendations
-            ):  # first sight: count the current size as a recommendation, as the HPA does
-                memory.recommendations = [scaling.Recommendation(now, current)]
-            recommended = scaling.recommend_replicas(
-                observed_connections=total,
-                unobserved_pods=len(unreadable),
-                current_replicas=current,
-                connections_per_replica=spec.connections_per_replica,
-                min_replicas=spec.min_replicas,
-                max_replicas=spec.max_replicas,
-            )
-            memory.recommendations = scaling.record_recommendation(
-                memory.recommendations, now, recommended, spec.scale_down_stabilization_seconds
-            )
-            desired = scaling.stabilized_replicas(
-                current, recommended, scaling.window_maximum(memory.recommendations)
-            )
-        else:
-            recommended = desired = current
-        desired = scaling.clamp(desired, spec.min_replicas, spec.max_replicas)
-        unclamped = scaling.replicas_for(total, spec.connections_per_replica)
-        conditions.append(_limit_condition(unclamped, spec, bool(counts)))
-
-        phase = Phase.STABLE
-        if desired != current:
-            await kube.merge_patch(
-                deployment_path(target.namespace, spec.target), {"spec": {"replicas": desired}}
-            )
-            memory.last_scale_time = timestamp(now)
-            direction = "up" if desired > current else "down"
-            phase = Phase.SCALING_UP if desired > current else Phase.SCALING_DOWN
-            # Shed toward new pods once they are ready; a scale-down drops any rebalance still waiting.
-            memory.pending_rebalance = PendingRebalance(desired, now) if desired > current else None
-            why = (
-                f"scaled {direction} from {current} to {desired} replicas: {total} connections on "
-                f"{len(counts)} pods, {spec.connections_per_replica} per replica"
-            )
-            logger.info(why)
-            announce("ScaledUp" if desired > current else "ScaledDown", why)
-
-        # 2. Deletion costs, so a scale-down (ours or anyone's) removes the emptiest pods first.
-        await _write_deletion_costs(kube, target.namespace, ready, counts, spec)
-
-        # 3. After a scale-up, once the new pods are ready: ask the busiest to shed toward the mean.
-        rebalance_note = await _rebalance(
-            kube, http, target, spec, memory, ready, counts, now, announce, logger
+        memory.last_scale_time = timestamp(now)
+        memory.imbalanced_since = None  # pods come and go: the imbalance window starts again once settled
+        phase = Phase.SCALING_UP if desired > current else Phase.SCALING_DOWN
+        why = (
+            f"scaled {'up' if desired > current else 'down'} from {current} to {desired} replicas: {total} "
+            f"connections on {len(counts)} pods, {spec.connections_per_replica} per replica ({decision.reason})"
         )
-    if phase is Phase.STABLE and memory.pending_rebalance is not None:
+        logger.info(why)
+        announce("ScaledUp" if desired > current else "ScaledDown", why)
+
+    # 2. Deletion costs, so a scale-down (ours or anyone's) removes the emptiest pods first.
+    await _write_deletion_costs(kube, target.namespace, ready, counts, spec)
+
+    # 3. Continuous rebalancing, once the Deployment is settled (after scale-ups and rollouts alike).
+    settled = desired == current and len(counts) == current == len(members)
+    sheds, rebalance_note = await _rebalance(
+        kube, http, target, spec, memory, ready, counts, settled, now, announce, logger
+    )
+    if phase is Phase.STABLE and sheds:
         phase = Phase.REBALANCING
     elif phase is Phase.STABLE and (unreadable or not counts):
         phase = Phase.DEGRADED
 
     message = (
         f"{total} connections on {len(counts)} of {len(ready)} ready pods; "
-        f"{recommended} replicas recommended, {desired} desired, {current} before this round"
+        f"{decision.recommended} replicas recommended, {desired} desired, {current} before this round "
+        f"({decision.reason})"
     )
     if unreadable:
         message += f"; unreadable: {', '.join(unreadable[:5])}{' ...' if len(unreadable) > 5 else ''}"
     if rebalance_note:
         message += f"; {rebalance_note}"
-    return _status(
+    status = _status(
         target,
         phase,
         message,
@@ -173,11 +171,23 @@ async def reconcile(
         pods=pods_summary(scrapes),
         currentReplicas=current,
         desiredReplicas=desired,
+        lastDecision=decision.reason.value,
+        imbalancePercent=round(scaling.imbalance(counts) * 100),
         **memory_fields(memory),
+    )
+    return Outcome(
+        status,
+        decision.reason,
+        desired,
+        current,
+        len(ready),
+        len(unreadable),
+        sheds,
+        (spec.min_replicas, spec.max_replicas),
     )
 
 
-def _metrics_condition(ready: int, unreadable: list[str], scrapes: Mapping[str, metrics.Scrape]) -> Condition:
+def _metrics_condition(ready: int, unreadable: list[str], scrapes: Mapping[str, scrape.Scrape]) -> Condition:
     if not ready:
         return Condition(ConditionType.METRICS_AVAILABLE, False, "NoReadyPods", "no ready pod to scrape")
     if unreadable:
@@ -191,15 +201,15 @@ def _metrics_condition(ready: int, unreadable: list[str], scrapes: Mapping[str, 
     return Condition(ConditionType.METRICS_AVAILABLE, True, "ScrapeSucceeded", f"scraped {ready} pods")
 
 
-def _limit_condition(unclamped: int, spec: AutoscalerSpec, observed: bool) -> Condition:
-    if observed and unclamped > spec.max_replicas:
+def _limit_condition(unclamped: int, spec: AutoscalerSpec, counts: Mapping[str, int]) -> Condition:
+    if counts and unclamped > spec.max_replicas:
         return Condition(
             ConditionType.SCALING_LIMITED,
             True,
             "TooManyReplicas",
             f"the load asks for {unclamped} replicas; maxReplicas is {spec.max_replicas}",
         )
-    if observed and unclamped < spec.min_replicas:
+    if counts and unclamped < spec.min_replicas:
         return Condition(
             ConditionType.SCALING_LIMITED,
             True,
@@ -238,21 +248,34 @@ async def _rebalance(
     memory: Memory,
     ready: Mapping[str, Mapping[str, Any]],
     counts: Mapping[str, int],
+    settled: bool,
     now: float,
     announce: Announce,
-    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
-) -> str:
-    """Shed the busiest pods once the pods of the last scale-up are ready; returns a note for the message."""
-    pending = memory.pending_rebalance
-    if pending is None:
-        return ""
-    if now - pending.since > constants.REBALANCE_TIMEOUT_SECONDS:
-        memory.pending_rebalance = None
-        return f"rebalance dropped: {pending.target_replicas} pods were not ready within {constants.REBALANCE_TIMEOUT_SECONDS:.0f}s"
-    if len(counts) < pending.target_replicas:
-        return f"rebalance waits for {pending.target_replicas} ready pods ({len(counts)} now)"
-    token = ""
-    token_note = ""
+    logger: Logger,
+) -> tuple[list[dict[str, Any]], str]:
+    """Shed the busiest pods toward the mean when the imbalance outlasted the window, within the churn budget.
+
+    Returns one row per shed request and a note for the status message.
+    """
+    policy = spec.rebalance
+    memory.sheds = [s for s in memory.sheds if now - policy.churn_period_seconds < s.at <= now]
+    ratio = scaling.imbalance(counts)
+    if not policy.enabled or not settled or ratio <= policy.imbalance:
+        memory.imbalanced_since = None
+        waiting = policy.enabled and not settled and ratio > policy.imbalance
+        return [], "rebalance waits for the Deployment to settle" if waiting else ""
+    if memory.imbalanced_since is None:
+        memory.imbalanced_since = now
+    if now - memory.imbalanced_since < policy.window_seconds:
+        return [], f"busiest pod at {ratio:.0%} of the mean since {timestamp(memory.imbalanced_since)}"
+    budget = scaling.churn_left(memory.sheds, now, policy.churn_budget, policy.churn_period_seconds)
+    plan = scaling.trim_to_budget(scaling.shed_plan(counts), budget)
+    if not plan:
+        return (
+            [],
+            f"busiest pod at {ratio:.0%} of the mean; churn budget spent ({policy.churn_budget} per {policy.churn_period_seconds}s)",
+        )
+    token, token_note = "", ""
     if spec.admin_token_secret is not None:
         ref = spec.admin_token_secret
         try:
@@ -261,14 +284,12 @@ async def _rebalance(
             # As the gateway's own optional secretKeyRef: no Secret, no token on either side.
             token_note = f" (Secret {ref.name}/{ref.key} not found: sent without a token)"
         except KubeError as exc:
-            return f"rebalance waits: cannot read the admin token from Secret {ref.name}: {exc}"
-    memory.pending_rebalance = None
-    plan = scaling.shed_plan(counts)
+            return [], f"rebalance waits: cannot read the admin token from Secret {ref.name}: {exc}"
     headers = {"authorization": f"Bearer {token}"} if token else {}
     results: list[dict[str, Any]] = []
     for order in plan:
         pod_ip = ready[order.pod]["status"]["podIP"]
-        url = metrics.admin_url(pod_ip, spec.metrics_port, constants.SHED_PATH)
+        url = scrape.admin_url(pod_ip, spec.metrics_port, constants.SHED_PATH)
         row: dict[str, Any] = {"pod": order.pod, "connections": order.connections, "fraction": order.fraction}
         try:
             response = await http.post(
@@ -285,12 +306,13 @@ async def _rebalance(
             row["error"] = f"{type(exc).__name__} {exc}".strip()
         results.append(row)
     shed = sum(r.get("shed", 0) for r in results)
-    mean = math.floor(sum(counts.values()) / len(counts)) if counts else 0
+    # What was asked counts against the budget even when a call failed: it may have closed clients anyway.
+    memory.sheds.append(scaling.Shed(now, max(shed, sum(order.shed for order in plan))))
+    memory.imbalanced_since = None  # the shed clients reconnect: judge the balance again after a new window
+    mean = math.floor(sum(counts.values()) / len(counts))
     memory.last_shed = {"time": timestamp(now), "pods": results, "shed": shed, "meanConnections": mean}
-    if not plan:
-        return "rebalance: the pods are already even"
-    note = f"asked {len(plan)} pods to shed {shed} connections toward {mean} per pod"
+    note = f"asked {len(plan)} pods to shed {shed} connections toward {mean} per pod (busiest at {ratio:.0%} of the mean)"
     logger.info(note)
     announce("Rebalanced", note)
     failed = [r["pod"] for r in results if "error" in r]
-    return note + token_note + (f" (failed: {', '.join(failed)})" if failed else "")
+    return results, note + token_note + (f" (failed: {', '.join(failed)})" if failed else "")

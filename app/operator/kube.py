@@ -1,8 +1,9 @@
 """The few Kubernetes API calls the operator makes, over httpx, with the credentials kopf logged in with.
 
-kopf owns the watching of ConnectionAutoscaler objects; for everything else (the Deployment, its pods, the
-admin-token Secret) the handlers use this client. It takes its server and credentials from the same login
-function kopf uses, so a test points both at one emulated API.
+kopf keeps the operator's peering keep-alives (and its liveness endpoint); everything else goes through this
+client: listing the autoscalers and writing their status, the Deployment, its pods, the admin-token Secret,
+Events, and reading the peering object. It takes its server and credentials from the same login function
+kopf uses, so a test points both at one emulated API.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any
 
 import httpx
 import kopf
+
+from app.operator import constants
 
 LoginFn = Callable[..., "kopf.ConnectionInfo | None"]
 API_TIMEOUT_SECONDS = 10.0
@@ -51,6 +54,28 @@ def pod_path(namespace: str, name: str) -> str:
 
 def secret_path(namespace: str, name: str) -> str:
     return f"/api/v1/namespaces/{namespace}/secrets/{name}"
+
+
+def autoscalers_path(namespace: str | None) -> str:
+    """Every ConnectionAutoscaler of a namespace, or of the cluster with None."""
+    base = f"/apis/{constants.GROUP}/{constants.VERSION}"
+    return f"{base}/namespaces/{namespace}/{constants.PLURAL}" if namespace else f"{base}/{constants.PLURAL}"
+
+
+def autoscaler_status_path(namespace: str, name: str) -> str:
+    return f"{autoscalers_path(namespace)}/{name}/status"
+
+
+def events_path(namespace: str) -> str:
+    return f"/api/v1/namespaces/{namespace}/events"
+
+
+def peering_path(namespace: str | None, name: str) -> str:
+    """kopf's KopfPeering in a namespace, or its ClusterKopfPeering with None."""
+    base = f"/apis/{constants.PEERING_GROUP}/{constants.PEERING_VERSION}"
+    if namespace:
+        return f"{base}/namespaces/{namespace}/{constants.PEERING_PLURAL}/{name}"
+    return f"{base}/{constants.CLUSTER_PEERING_PLURAL}/{name}"
 
 
 class KubeApi:
@@ -115,6 +140,9 @@ class KubeApi:
 
     async def merge_patch(self, path: str, patch: Mapping[str, Any]) -> dict[str, Any]:
         return await self.request("PATCH", path, json=patch)
+
+    async def post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return await self.request("POST", path, json=body)
 
     async def secret_value(self, namespace: str, name: str, key: str) -> str:
         secret = await self.get(secret_path(namespace, name))

@@ -1,98 +1,120 @@
-"""Registration only: which kopf handlers the operator has, and how it is started. The work is in handlers.py."""
+"""Registration and start-up only: kopf (login, peering keep-alives, liveness), the autoscaling loop beside it,
+and the operator's /metrics. The work is in loop.py and handlers.py.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import time
-from collections.abc import Collection
+import asyncio
+import logging
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
+from prometheus_client import start_http_server
 
-from app.operator import constants, handlers
-from app.operator.kube import KubeApi
-from app.operator.status import Memory, memory_from_status
+from app.metrics import OperatorMetrics
+from app.operator import constants
+from app.operator.kube import KubeApi, LoginFn, default_login
+from app.operator.loop import Autoscaling
+from app.operator.peering import Peering, default_identity, default_priority
 
-
-def configure(settings: kopf.OperatorSettings) -> None:
-    """Standalone (one replica, no peering objects), no kopf state written into the objects it watches."""
-    settings.peering.standalone = True
-    settings.scanning.disabled = (
-        True  # the resources are known: no cluster-wide CRD discovery (no RBAC for it)
-    )
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="eventcast.dev")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="eventcast.dev")
-    settings.posting.level = 20  # INFO: scale and rebalance events, not debug chatter
+logger = logging.getLogger("eventcast.operator")
 
 
-def build_registry(
-    kube: KubeApi, interval: float = constants.DEFAULT_INTERVAL_SECONDS
-) -> kopf.OperatorRegistry:
+@dataclass(frozen=True, slots=True)
+class Options:
+    """What `eventcast operator` takes (app/cli.py); the defaults are the documented ones."""
+
+    namespaces: Collection[str] = ()  # none: the whole cluster
+    interval: float = constants.DEFAULT_INTERVAL_SECONDS
+    liveness: str | None = None  # kopf's liveness endpoint, e.g. http://0.0.0.0:8080/healthz
+    peering: str | None = None  # name of kopf's peering object; None runs standalone (always acts)
+    identity: str = field(default_factory=default_identity)
+    priority: int = field(default_factory=default_priority)
+    peering_lifetime: int = constants.DEFAULT_PEERING_LIFETIME_SECONDS
+    metrics_address: str = "0.0.0.0"
+    metrics_port: int | None = None  # the operator's own /metrics; None serves none
+
+
+def configure(settings: kopf.OperatorSettings, options: Options) -> None:
+    """No scanning (no cluster-wide RBAC), quiet keep-alives, and the peering the options ask for."""
+    settings.scanning.disabled = True  # the resources are known: no CRD or namespace discovery
+    settings.peering.standalone = options.peering is None
+    settings.peering.lifetime = options.peering_lifetime
+    settings.peering.stealth = True  # no log line per keep-alive
+    if options.peering is not None:
+        settings.peering.name = options.peering
+        settings.peering.mandatory = True
+        settings.peering.priority = options.priority
+
+
+def build_registry(kube: KubeApi, autoscaling: Autoscaling) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
     @kopf.on.login(registry=registry)  # type: ignore[misc]
     def login(**kwargs: Any) -> kopf.ConnectionInfo:
         return kube.login(**kwargs)
 
-    @kopf.on.cleanup(registry=registry)  # type: ignore[misc]
-    async def close(**_: Any) -> None:
-        await kube.close()
+    @kopf.on.probe(id="autoscaling", registry=registry)  # type: ignore[misc]
+    def probe(**_: Any) -> dict[str, Any]:
+        """Liveness: fails (HTTP 500) when the loop has not finished a round for too long."""
+        stuck = autoscaling.stuck_for()
+        if stuck is not None:
+            raise kopf.PermanentError(f"no autoscaling round for {stuck:.0f}s")
+        return {
+            "rounds": autoscaling.rounds,
+            "leading": sorted(str(s) for s, on in autoscaling.leading.items() if on),
+        }
 
-    @kopf.timer(  # type: ignore[misc]
-        constants.GROUP, constants.VERSION, constants.PLURAL, interval=interval, registry=registry
-    )
-    async def autoscale(
-        body: kopf.Body,
-        name: str,
-        namespace: str | None,
-        spec: kopf.Spec,
-        status: kopf.Status,
-        memo: kopf.Memo,
-        patch: kopf.Patch,
-        logger: Any,
-        **_: Any,
-    ) -> None:
-        memory: Memory = memo.get("memory") or memory_from_status(status)
-        memo["memory"] = memory
-        target = handlers.Target(
-            namespace=namespace or "default", name=name, spec=dict(spec), status=dict(status)
-        )
-        new_status = await handlers.reconcile(
-            kube,
-            target,
-            memory,
-            time.time(),
-            lambda reason, message: kopf.info(body, reason=reason, message=message),
-            logger,
-        )
-        patch.status.update(new_status)
-
-    _without_finalizers(registry)
     return registry
 
 
-def _without_finalizers(registry: kopf.OperatorRegistry) -> None:
-    """Let autoscalers be deleted without this operator.
-
-    kopf gives every object with a timer its finalizer, so that the timer is stopped before the object goes.
-    The timer holds nothing to clean up, while a finalizer would leave an autoscaler (and its namespace)
-    stuck in deletion whenever the operator is gone first, as in a ``helm uninstall`` that removes both.
-    kopf has no option for this, so its registered timers are marked here (tests/operator checks that no
-    finalizer is added).
-    """
-    spawning = registry._spawning
-    spawning._handlers[:] = [dataclasses.replace(h, requires_finalizer=False) for h in spawning._handlers]
-
-
-def run(namespaces: Collection[str], interval: float, *, liveness: str | None = None) -> None:
-    """Run the operator until SIGINT/SIGTERM (the ``eventcast operator`` command)."""
+async def serve(
+    options: Options,
+    *,
+    login: LoginFn = default_login,
+    stop_flag: Any = None,
+    ready_flag: Any = None,
+    on_ready: Callable[[Autoscaling], None] | None = None,
+) -> None:
+    """Run kopf and the autoscaling loop until kopf stops (SIGINT/SIGTERM in the main thread, or ``stop_flag``)."""
+    kube = KubeApi(login)
+    metrics = OperatorMetrics()
+    peering = Peering(kube, options.peering, options.identity) if options.peering else None
+    autoscaling = Autoscaling(kube, options.namespaces, options.interval, metrics, peering)
     settings = kopf.OperatorSettings()
-    configure(settings)
-    kopf.run(
-        registry=build_registry(KubeApi(), interval),
-        settings=settings,
-        standalone=True,
-        namespaces=list(namespaces),
-        clusterwide=not namespaces,
-        liveness_endpoint=liveness,
-    )
+    configure(settings, options)
+    server = None
+    if options.metrics_port is not None:
+        server, _ = start_http_server(
+            options.metrics_port, options.metrics_address, registry=metrics.registry
+        )
+    stop = asyncio.Event()
+    # Created before kopf starts, so kopf leaves it alone (it cancels the tasks it finds it did not start).
+    loop_task = asyncio.create_task(autoscaling.run(stop), name="eventcast autoscaling loop")
+    if on_ready is not None:
+        on_ready(autoscaling)
+    try:
+        await kopf.operator(
+            registry=build_registry(kube, autoscaling),
+            settings=settings,
+            identity=options.identity,  # type: ignore[arg-type]  # kopf's NewType of str
+            namespaces=list(options.namespaces),
+            clusterwide=not options.namespaces,
+            liveness_endpoint=options.liveness,
+            stop_flag=stop_flag,
+            ready_flag=ready_flag,
+        )
+    finally:
+        stop.set()
+        await loop_task
+        await kube.close()
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+
+
+def run(options: Options) -> None:
+    """The ``eventcast operator`` command."""
+    asyncio.run(serve(options))

@@ -1,8 +1,9 @@
 """``status`` of a ConnectionAutoscaler: what is kept between reconciliations, and the dict that is written.
 
 Pure: times come in as epoch seconds, dicts go out. The status also carries the operator's memory (the
-recommendations of the stabilisation window and a pending rebalance), so a restarted operator goes on where
-the last one stopped.
+recommendations of the stabilisation window, the recent scale-downs the rate counts, and the rebalancing
+window and churn), so a restarted operator, or the standby replica taking over, goes on where the last one
+stopped.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.operator import constants
-from app.operator.metrics import Scrape
-from app.operator.scaling import Recommendation
+from app.operator.scaling import History, Recommendation, ScaleDown, Shed
+from app.operator.scrape import Scrape
 
 
 def timestamp(epoch: float) -> str:
@@ -32,39 +33,38 @@ def parse_timestamp(text: str) -> float:
 
 
 @dataclass(slots=True)
-class PendingRebalance:
-    target_replicas: int  # shed once this many pods are ready
-    since: float
-
-
-@dataclass(slots=True)
 class Memory:
     """What one reconciliation hands to the next."""
 
-    recommendations: list[Recommendation] = field(default_factory=list)
-    pending_rebalance: PendingRebalance | None = None
+    history: History = field(default_factory=History)
+    imbalanced_since: float | None = None  # the busiest pod has been above the threshold since then
+    sheds: list[Shed] = field(default_factory=list)  # within the churn period, for the budget
     last_scale_time: str | None = None
     last_shed: dict[str, Any] | None = None
+
+
+def _times(rows: Any, value: str, make: Any) -> list[Any]:
+    return [make(parse_timestamp(row["time"]), int(row[value])) for row in rows or []]
 
 
 def memory_from_status(status: Mapping[str, Any]) -> Memory:
     """Seed the memory of a (re)started operator from what the last one wrote; unreadable parts are dropped."""
     memory = Memory(last_scale_time=status.get("lastScaleTime"), last_shed=status.get("lastShed"))
     try:
-        memory.recommendations = [
-            Recommendation(parse_timestamp(r["time"]), int(r["replicas"]))
-            for r in status.get("recommendations") or []
-        ]
+        memory.history = History(
+            tuple(_times(status.get("recommendations"), "replicas", Recommendation)),
+            tuple(_times(status.get("scaleDowns"), "removed", ScaleDown)),
+        )
     except (KeyError, TypeError, ValueError):
-        memory.recommendations = []
-    pending = status.get("pendingRebalance")
-    if isinstance(pending, Mapping):
+        memory.history = History()
+    rebalance = status.get("rebalance")
+    if isinstance(rebalance, Mapping):
         try:
-            memory.pending_rebalance = PendingRebalance(
-                int(pending["targetReplicas"]), parse_timestamp(pending["since"])
-            )
+            since = rebalance.get("imbalancedSince")
+            memory.imbalanced_since = parse_timestamp(since) if since else None
+            memory.sheds = _times(rebalance.get("sheds"), "connections", Shed)
         except (KeyError, TypeError, ValueError):
-            memory.pending_rebalance = None
+            memory.imbalanced_since, memory.sheds = None, []
     return memory
 
 
@@ -114,14 +114,18 @@ def pods_summary(
 
 def memory_fields(memory: Memory) -> dict[str, Any]:
     """The memory as status fields; None clears a field under a JSON merge patch."""
-    pending = memory.pending_rebalance
+    history = memory.history
     return {
         "recommendations": [
-            {"time": precise_timestamp(r.at), "replicas": r.replicas} for r in memory.recommendations
+            {"time": precise_timestamp(r.at), "replicas": r.replicas} for r in history.recommendations
         ],
-        "pendingRebalance": None
-        if pending is None
-        else {"targetReplicas": pending.target_replicas, "since": precise_timestamp(pending.since)},
+        "scaleDowns": [{"time": precise_timestamp(e.at), "removed": e.removed} for e in history.scale_downs],
+        "rebalance": {
+            "imbalancedSince": None
+            if memory.imbalanced_since is None
+            else precise_timestamp(memory.imbalanced_since),
+            "sheds": [{"time": precise_timestamp(s.at), "connections": s.connections} for s in memory.sheds],
+        },
         "lastScaleTime": memory.last_scale_time,
         "lastShed": memory.last_shed,
     }

@@ -8,18 +8,18 @@ Pump; keepalive pings are the server's (uvicorn's ``ws_ping_interval``), so ``la
 
 from __future__ import annotations
 
-from starlette.datastructures import Headers, QueryParams
+from starlette.datastructures import Headers
 from starlette.routing import WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
 from app.causes import Refusal
 from app.handshake import choose_subprotocol
 from app.protocol import SUBPROTOCOL_MSGPACK, Frame, Framing
-from app.session import Session, SubscribeRequest
-from app.transports.pump import Pump
+from app.session import Query, Session, SubscribeRequest
+from app.transports.pump import Pump, Pumped
 
 
-class AsgiWebSocket:
+class AsgiWebSocket(Pumped):
     """A session's transport over ASGI WebSocket messages."""
 
     kind = "websocket"
@@ -39,15 +39,6 @@ class AsgiWebSocket:
             await self._send_message({"type": "websocket.send", "text": frame})
         else:
             await self._send_message({"type": "websocket.send", "bytes": frame})
-
-    def write(self, frames: list[Frame]) -> None:
-        self.pump.write(frames)
-
-    def buffered(self) -> int:
-        return self.pump.buffered()
-
-    def watermark(self, high: int) -> None:
-        self.pump.high = high
 
     def close(self, code: int, reason: str) -> None:
         async def close() -> None:
@@ -86,7 +77,7 @@ class AsgiSubscriberEndpoint:
         session.open(
             SubscribeRequest(
                 path=scope["path"],
-                query=QueryParams(scope.get("query_string", b"")),
+                query=Query(scope.get("query_string", b"")),
                 headers=Headers(scope=scope),
                 client_ip=client[0] if client else "",
                 filtered=self.filtered,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, cast
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -42,9 +42,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         gateway = self.app_state.get("gateway")
         self._gateway = gateway
         settings = gateway.settings if gateway is not None else None
-        self._native = (
-            settings is not None and settings.ws_engine == "native" and not settings.ws_per_message_deflate
-        )
+        self._native = settings is not None and settings.ws_engine == "native"
         self._max_head = settings.max_request_head_bytes if settings is not None else 16 * 1024
         self._max_headers = settings.max_request_headers if settings is not None else 100
         self._deadline_seconds = settings.handshake_timeout_seconds if settings is not None else 10.0
@@ -52,12 +50,11 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._raw_bytes = 0  # bytes received while a head is being read (a line that never ends)
         self._in_head = False
         self._pending = False  # counted in Gateway.pending
-        self._deadline: asyncio.TimerHandle | None = None
         self._refused = False
 
     # ------------------------------------------------------------------------------ the socket
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(cast(asyncio.Transport, transport))
         gateway = self._gateway
         if gateway is not None:
             if gateway.sockets_full():
@@ -101,7 +98,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._in_head = True
         self._head_bytes = 0
-        if self._deadline is None:
+        if self._gateway is not None and self not in self._gateway.heads:
             self._start_deadline()
 
     def on_url(self, url: bytes) -> None:
@@ -163,15 +160,16 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self.transport.close()
 
     def _start_deadline(self) -> None:
-        self._deadline = self.loop.call_later(self._deadline_seconds, self._late)
+        # The gateway's sweep cuts heads past their deadline (one timer for all, not one per socket).
+        if self._gateway is not None:
+            self._gateway.heads[self] = self.loop.time() + self._deadline_seconds
 
     def _stop_deadline(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        if self._gateway is not None:
+            self._gateway.heads.pop(self, None)
 
-    def _late(self) -> None:
-        self._deadline = None
+    def late(self) -> None:
+        """The head did not arrive in time (the gateway's sweep calls this)."""
         if self._in_head and not self._refused:
             self._refuse(Cause.HANDSHAKE_TIMEOUT)
 

@@ -3,8 +3,12 @@
 The HTTP front (app/transports/http.py) hands an upgrade request for a subscriber path here, already parsed.
 This transport answers the handshake (app/handshake.py), opens a Session, parses client frames with the
 websockets library's sans-I/O ``ServerProtocol``, and writes the frames the hub framed once per event
-(``Framing.WS_JSON`` / ``WS_MSGPACK``) straight into the socket, several per write. There is no task per
-connection: an idle subscriber costs this object, its Session and Connection, and the socket.
+(``Framing.WS_*``) straight into the socket, several per write. There is no task per connection: an idle
+subscriber costs this object, its Session and Connection, and the socket.
+
+Most subscribers never send anything but pongs, so the frame parser (about a kilobyte) is made only when a
+client sends something else: pings go out as a constant frame, and a pong that arrives whole and alone is
+recognised without it.
 """
 
 from __future__ import annotations
@@ -15,16 +19,17 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from starlette.datastructures import Headers, QueryParams
+from starlette.datastructures import Headers
 from websockets.frames import Frame as WsFrame
 from websockets.frames import Opcode
 from websockets.protocol import State as WsState
 from websockets.server import ServerProtocol
 
 from app.causes import Cause, CloseCode, Refusal
-from app.handshake import Reject, handshake, rejection_response
-from app.protocol import SUBPROTOCOL_MSGPACK, Frame, Framing
-from app.session import Session, SubscribeRequest, count_refused
+from app.handshake import Deflate, Reject, handshake, rejection_response
+from app.protocol import Frame, Framing
+from app.session import Query, Session, SubscribeRequest, count_refused
+from app.transports.deflate import Inflate
 
 if TYPE_CHECKING:
     from app.gateway import Gateway
@@ -37,8 +42,12 @@ SUBSCRIBER_PATHS = {"/ws/events": False, "/ws/events/filtered": True}
 #: How long the other side has to answer our close frame before the socket is cut.
 CLOSE_TIMEOUT_SECONDS = 10.0
 
+#: An empty ping, and the longest masked pong recognised without the frame parser (header, mask, payload).
+PING_FRAME = b"\x89\x00"
+_MAX_FAST_PONG = 6 + 125
+
 #: What the frame parser's own closes mean (it fails a connection with these codes by itself).
-_PARSER_CLOSES = {
+_PARSER_CLOSES: dict[int, Cause] = {
     CloseCode.TOO_BIG: Cause.TOO_BIG,
     CloseCode.PROTOCOL_ERROR: Cause.PROTOCOL_ERROR,
     CloseCode.INVALID_DATA: Cause.INVALID_UTF8,
@@ -52,11 +61,13 @@ class NativeWebSocket(asyncio.Protocol):
     __slots__ = (  # no per-instance dict: this object exists once per client
         "_client_code",
         "_close_timer",
+        "_deflate",
         "_fragments",
         "_handshake",
         "framing",
         "gateway",
         "last_seen",
+        "open",
         "server_state",
         "session",
         "transport",
@@ -66,7 +77,9 @@ class NativeWebSocket(asyncio.Protocol):
     def __init__(self, gateway: Gateway, server_state: Any) -> None:
         self.gateway = gateway
         self.server_state = server_state  # uvicorn's: its shutdown calls ``shutdown`` on us
-        self.ws: ServerProtocol | None = None  # the frame parser, once the upgrade is accepted
+        self.open = False  # the upgrade was accepted and no close was sent or received
+        self.ws: ServerProtocol | None = None  # the frame parser, made when first needed (``_parser``)
+        self._deflate: Deflate | None = None
         self.transport: asyncio.Transport | None = None
         self.session: Session | None = None
         self.framing = Framing.WS_JSON
@@ -88,21 +101,22 @@ class NativeWebSocket(asyncio.Protocol):
     ) -> None:
         """The request head, as the HTTP front parsed it: answer the handshake and open the session."""
         decoded = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers]
-        decision = handshake(method, http_version, decoded)
+        decision = handshake(
+            method, http_version, decoded, deflate=self.gateway.settings.ws_per_message_deflate
+        )
         if isinstance(decision, Reject):
             count_refused(Refusal(decision.cause, decision.reason))
             self._reject(decision.cause.ending.status, decision.reason, decision.extra_headers)
             return
         self._handshake = decision.response
-        self.framing = Framing.WS_MSGPACK if decision.subprotocol == SUBPROTOCOL_MSGPACK else Framing.WS_JSON
-        self.ws = ServerProtocol(
-            max_size=self.gateway.settings.max_control_bytes, state=WsState.OPEN, logger=log
-        )
+        self.framing = Framing.for_websocket(decision.subprotocol, decision.deflate is not None)
+        self._deflate = decision.deflate
+        self.open = True
         if access_log.isEnabledFor(logging.INFO):  # as uvicorn logs its WebSocket upgrades (tokens redacted)
             access_log.info('%s - "WebSocket %s%s" [accepted]', client_ip, path, f"?{query}" if query else "")
         request = SubscribeRequest(
             path=path,
-            query=QueryParams(query),
+            query=Query(query),
             headers=Headers(raw=list(headers)),
             client_ip=client_ip,
             filtered=SUBSCRIBER_PATHS[path],
@@ -127,15 +141,33 @@ class NativeWebSocket(asyncio.Protocol):
         self.last_seen = time.monotonic()
         ws = self.ws
         if ws is None:
-            return  # rejected: nothing more is read
+            if not self.open:
+                return  # rejected or closed: nothing more is read
+            if _is_pong(data):  # the usual answer to our ping: no parser needed
+                if self.session is not None:
+                    self.session.charge()
+                return
+            ws = self._parser()
         ws.receive_data(data)
         self._process(ws)
 
     def eof_received(self) -> bool | None:
-        if self.ws is not None:
-            self.ws.receive_eof()
-            self._process(self.ws)
+        if self.open or self.ws is not None:
+            ws = self._parser()
+            ws.receive_eof()
+            self._process(ws)
         return None
+
+    def _parser(self) -> ServerProtocol:
+        """The frame parser, made on first use: a client message, a close, anything but a lone pong."""
+        ws = self.ws
+        if ws is None:
+            ws = self.ws = ServerProtocol(
+                max_size=self.gateway.settings.max_control_bytes, state=WsState.OPEN, logger=log
+            )
+            if self._deflate is not None:  # what the client sends may be compressed
+                ws.extensions = [Inflate(self._deflate)]
+        return ws
 
     def pause_writing(self) -> None:
         pass  # the connection keeps frames in its queue while buffered() is above HIGH_WATER
@@ -147,9 +179,13 @@ class NativeWebSocket(asyncio.Protocol):
     # ------------------------------------------------------------------------------ the session's side
     def write(self, frames: list[Frame]) -> None:
         transport = self.transport
-        if transport is not None and not transport.is_closing() and self.ws is not None:
-            if self.ws.state is WsState.OPEN:
-                self._write(b"".join(frames) if len(frames) > 1 else frames[0])  # type: ignore[arg-type]
+        if transport is not None and not transport.is_closing() and self.open:
+            if self.ws is None or self.ws.state is WsState.OPEN:
+                first = frames[0]
+                if len(frames) == 1 and isinstance(first, bytes):
+                    self._write(first)
+                else:
+                    self._write(b"".join(f if isinstance(f, bytes) else f.encode() for f in frames))
 
     def buffered(self) -> int:
         return self.transport.get_write_buffer_size() if self.transport is not None else 0
@@ -159,8 +195,10 @@ class NativeWebSocket(asyncio.Protocol):
             self.transport.set_write_buffer_limits(high=high, low=high // 4)
 
     def close(self, code: int, reason: str) -> None:
-        ws = self.ws
-        if ws is not None and ws.state is WsState.OPEN:
+        if not self.open:
+            return
+        ws = self._parser()
+        if ws.state is WsState.OPEN:
             ws.send_close(code, reason)
             self._flush_protocol(ws, slow=code == CloseCode.SLOW_CONSUMER)
             if code == CloseCode.INTERNAL_ERROR and self.transport is not None:
@@ -176,7 +214,10 @@ class NativeWebSocket(asyncio.Protocol):
 
     def ping(self) -> None:
         ws = self.ws
-        if ws is not None and ws.state is WsState.OPEN:
+        if ws is None:
+            if self.open:
+                self._write(PING_FRAME)
+        elif ws.state is WsState.OPEN:
             ws.send_ping(b"")
             self._flush_protocol(ws)
 
@@ -197,6 +238,7 @@ class NativeWebSocket(asyncio.Protocol):
 
     def _reject(self, status: int, reason: str, extra_headers: Sequence[tuple[str, str]] = ()) -> None:
         """Answer the upgrade request with a plain HTTP error and hang up."""
+        self.open = False
         self.ws = None
         self._handshake = b""
         if self.transport is not None:
@@ -209,7 +251,7 @@ class NativeWebSocket(asyncio.Protocol):
             if isinstance(event, WsFrame) and session is not None:
                 self._on_frame(ws, session, event)
         if session is not None and ws.state is not WsState.OPEN and ws.close_sent is not None:
-            cause = _PARSER_CLOSES.get(ws.close_sent.code)  # type: ignore[call-overload]
+            cause = _PARSER_CLOSES.get(int(ws.close_sent.code))
             if cause is not None:
                 session.violation(cause)
         self._flush_protocol(ws)
@@ -268,5 +310,17 @@ class NativeWebSocket(asyncio.Protocol):
             transport.close()
 
     def _abort(self) -> None:
+        self.open = False
         if self.transport is not None:
             self.transport.abort()
+
+
+def _is_pong(data: bytes) -> bool:
+    """One whole masked pong frame, nothing more (RFC 6455 5.2: FIN + opcode 0xA, MASK + length <= 125)."""
+    return (
+        len(data) >= 6
+        and data[0] == 0x8A
+        and data[1] & 0x80 != 0
+        and len(data) == 6 + (data[1] & 0x7F)
+        and len(data) <= _MAX_FAST_PONG
+    )

@@ -114,3 +114,18 @@ class Pump:
             self._bytes = 0
         finally:
             self.ended.set()
+
+
+class Pumped:
+    """The Transport methods of a transport whose frames go through its ``pump``."""
+
+    pump: Pump
+
+    def write(self, frames: list[Frame]) -> None:
+        self.pump.write(frames)
+
+    def buffered(self) -> int:
+        return self.pump.buffered()
+
+    def watermark(self, high: int) -> None:
+        self.pump.high = high

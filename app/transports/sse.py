@@ -13,15 +13,15 @@ from __future__ import annotations
 import asyncio
 import json
 
-from starlette.datastructures import Headers, QueryParams
+from starlette.datastructures import Headers
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from app.causes import Refusal, Throttled
 from app.limits import retry_after_header
 from app.protocol import Frame, Framing, encode_control
-from app.session import Session, SubscribeRequest
-from app.transports.pump import Pump
+from app.session import Query, Session, SubscribeRequest
+from app.transports.pump import Pump, Pumped
 
 HEARTBEAT = b": heartbeat\n\n"
 CLOSE_EVENT = "eventcast.close"
@@ -32,7 +32,7 @@ _HEADERS = [
 ]
 
 
-class SSETransport:
+class SSETransport(Pumped):
     """A session's transport over one streaming HTTP response."""
 
     kind = "sse"
@@ -70,15 +70,6 @@ class SSETransport:
         if self._refusal is None:
             body = frame if isinstance(frame, bytes) else frame.encode()
             await self._send_message({"type": "http.response.body", "body": body, "more_body": True})
-
-    def write(self, frames: list[Frame]) -> None:
-        self.pump.write(frames)
-
-    def buffered(self) -> int:
-        return self.pump.buffered()
-
-    def watermark(self, high: int) -> None:
-        self.pump.high = high
 
     def close(self, code: int, reason: str) -> None:
         """Say why, hint when to come back, and end the response."""
@@ -119,7 +110,7 @@ class SSEEndpoint:
         app_state = scope["app"].state
         gateway = app_state.gateway
         headers = Headers(scope=scope)
-        query = QueryParams(scope.get("query_string", b""))
+        query = Query(scope.get("query_string", b""))
         # Last-Event-ID (sent by EventSource on reconnect) wins over ``since`` / ``lastEventId`` in the URL.
         resume = headers.get("last-event-id") or query.get("since") or query.get("lastEventId")
         transport = SSETransport(send, gateway.settings.sse_retry_ms)

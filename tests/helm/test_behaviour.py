@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from app.operator.constants import RBAC_RULES
+from app.operator.constants import rbac_rules
 from tests.helm.chart import (
     CHART_DIR,
     NAMESPACE,
@@ -47,7 +47,7 @@ def test_default_install_is_one_gateway_with_one_worker_on_the_memory_broker() -
     assert container(deployment)["args"] == ["serve"]
     service = only(objects, "Service", RELEASE)
     assert service["spec"]["ports"] == [
-        {"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}
+        {"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP", "appProtocol": "http"}
     ]
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
 
@@ -156,7 +156,11 @@ def test_hpa_mode_scales_on_connections_per_pod_and_cpu_with_behavior() -> None:
     assert metrics["Pods"]["pods"]["metric"]["name"] == "eventcast_connections"
     assert metrics["Pods"]["pods"]["target"] == {"type": "AverageValue", "averageValue": "8000"}
     assert metrics["Resource"]["resource"]["name"] == "cpu"
-    assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 300
+    assert hpa["spec"]["behavior"]["scaleDown"] == {
+        "stabilizationWindowSeconds": 300,
+        "selectPolicy": "Max",
+        "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}],
+    }
     assert hpa["spec"]["behavior"]["scaleUp"]["policies"]
     assert "replicas" not in gateway(objects)["spec"]  # the HPA owns it
     no_cpu = ci("hpa") | {
@@ -198,19 +202,36 @@ def test_operator_mode_renders_the_autoscaler_the_operator_and_its_rbac() -> Non
         "connectionsPerReplica": 4000,
         "minReplicas": 2,
         "maxReplicas": 12,
-        "scaleDownStabilizationSeconds": 120,
+        "tolerancePercent": 10,
+        "scaleDown": {
+            "stabilizationWindowSeconds": 120,
+            "type": "Percent",
+            "value": 20,
+            "periodSeconds": 120,
+        },
+        "rebalance": {
+            "enabled": True,
+            "imbalancePercent": 125,
+            "windowSeconds": 60,
+            "churnBudget": 2000,
+            "churnPeriodSeconds": 60,
+        },
         "metricsPort": int(value(env(deployment)["EVENTCAST_INTERNAL_PORT"])),
         "adminTokenSecretRef": {"name": "eventcast-admin", "key": "token"},
     }
     operator = only(objects, "Deployment", f"{RELEASE}-operator")
     box = container(operator)
-    assert box["args"] == ["operator", "--namespace", NAMESPACE]
+    peering = only(objects, "KopfPeering")["metadata"]["name"]
+    assert box["args"][:3] == ["operator", "--namespace", NAMESPACE]
+    assert box["args"][box["args"].index("--peering") + 1] == peering
+    assert box["args"][box["args"].index("--identity") + 1] == "$(POD_NAME)"
     assert box["image"] == container(deployment)["image"]
-    assert operator["spec"]["replicas"] == 1
+    assert operator["spec"]["replicas"] == 2  # one acts, one stands by (kopf peering)
     account = operator["spec"]["template"]["spec"]["serviceAccountName"]
     assert only(objects, "ServiceAccount", account)
     role = only(objects, "Role")
-    assert role["rules"] == list(RBAC_RULES)  # what the operator needs, from the operator itself
+    # What the operator needs, from the operator itself: the admin Secret by name only, its peering object.
+    assert role["rules"] == rbac_rules(("eventcast-admin",), peering)
     assert not of_kind(objects, "ClusterRole")
     binding = only(objects, "RoleBinding")
     assert binding["roleRef"] == {
@@ -238,7 +259,12 @@ def test_operator_mode_with_an_operator_elsewhere() -> None:
     spec = only(objects, "ConnectionAutoscaler")["spec"]
     assert spec["metricsPort"] == 8000  # no internal port: /metrics is on the public one
     assert "adminTokenSecretRef" not in spec
-    assert spec["scaleDownStabilizationSeconds"] == 300
+    assert spec["scaleDown"] == {
+        "stabilizationWindowSeconds": 300,
+        "type": "Pods",
+        "value": 1,
+        "periodSeconds": 60,
+    }
 
 
 def test_inline_auth_secrets_go_into_the_charts_secret() -> None:

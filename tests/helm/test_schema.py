@@ -33,7 +33,6 @@ NONSENSE = {
     "negative drain": {"drainSeconds": -5},
     "drain as text": {"drainSeconds": "20s"},
     "drain of days": {"drainSeconds": 86400},
-    "unknown top-level key": {"replica": 3},
     "unknown autoscaling key": {"autoscaling": {"minReplica": 2}},
     "zero connections per replica": {"autoscaling": {"connectionsPerReplica": 0}},
     "port out of range": {"containerPort": 70000},
@@ -44,7 +43,36 @@ NONSENSE = {
     "setting out of range": {"config": {"history_max_events": 0}},
     "bad log level": {"logLevel": "verbose"},
     "bad ws engine": {"config": {"ws_engine": "fast"}},
+    "unknown top-level key of another type": {"replica": 3},
+    "typo inside our section": {"ingress": {"enabeld": True}},
+    "typo in global's neighbour": {"image": {"registy": "r.example"}},
+    "unknown scale-down policy": {"autoscaling": {"scaleDown": {"type": "Half"}}},
+    "zero pods per period": {"autoscaling": {"scaleDown": {"value": 0}}},
+    "old scale-down key": {"autoscaling": {"scaleDownStabilizationSeconds": 300}},
+    "bad keda fallback": {"autoscaling": {"keda": {"fallback": {"behavior": "guess"}}}},
+    "imbalance at or below the mean": {"autoscaling": {"rebalance": {"imbalancePercent": 100}}},
+    "unknown alert": {"metrics": {"prometheusRule": {"rules": {"EventcastDwon": {"enabled": False}}}}},
+    "bad alert severity": {"metrics": {"prometheusRule": {"rules": {"EventcastDown": {"severity": "page"}}}}},
+    "relative runbook base": {"metrics": {"prometheusRule": {"runbookBaseUrl": "docs/dashboards.md"}}},
+    "route timeout as a number": {"httpRoute": {"timeouts": {"request": 0}}},
+    "ingress path without a slash": {"ingress": {"hosts": [{"host": "a", "paths": [{"path": "x"}]}]}},
+    "sentinel url without a master": {"redis": {"url": "redis+sentinel://s-0:26379"}},
+    "console as text": {"console": {"enabled": "yes"}},
 }
+
+
+ACCEPTED = {
+    "a parent chart's global values": {"global": {"imageRegistry": "r.example", "storageClass": "fast"}},
+    "a parent chart's condition key": {"enabled": True},
+    "another parent boolean": {"install": False},
+    "redis through sentinel": {"redis": {"url": "redis+sentinel://:pw@s-0:26379,s-1:26379/mymaster/0"}},
+    "rediss through sentinel": {"redis": {"url": "rediss+sentinel://s-0:26379/mymaster"}},
+}
+
+
+@pytest.mark.parametrize("values", ACCEPTED.values(), ids=ACCEPTED.keys())
+def test_what_a_parent_chart_and_sentinel_users_send_is_accepted(values: dict[str, Any]) -> None:
+    chart().validate_schema(values)
 
 
 @pytest.mark.parametrize("values", NONSENSE.values(), ids=NONSENSE.keys())
@@ -110,3 +138,10 @@ def test_every_value_is_documented_in_values_yaml() -> None:
         if stripped:
             previous = stripped
     assert undocumented == []
+
+
+def test_every_shipped_alert_can_be_configured_and_no_other() -> None:
+    from dashboards.alerts import NAMES
+
+    rules = SCHEMA["properties"]["metrics"]["properties"]["prometheusRule"]["properties"]["rules"]
+    assert sorted(rules["properties"]) == sorted(NAMES) and rules["additionalProperties"] is False

@@ -2,39 +2,40 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.clients import Subscriber
-from tests.operator.conftest import CAS, DEPLOYMENTS, NS, PODS, Pods, autoscaler, deployment, eventually, pod
-from tests.servers import ROOT, free_port
+from tests.operator.conftest import (
+    CAS,
+    DEPLOYMENTS,
+    NS,
+    PODS,
+    OperatorProcess,
+    Pods,
+    autoscaler,
+    deployment,
+    eventually,
+    pod,
+)
+from tests.servers import free_port
 
 
-def kubeconfig(path: Path, server: str) -> Path:
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "kmock",
-                "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "tester"}}],
-                "clusters": [{"name": "kmock", "cluster": {"server": server}}],
-                "users": [{"name": "tester", "user": {"token": "test-token"}}],
-            }
-        )
-    )
-    return path
+def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """Every sample of metric ``name`` in an exposition: sorted labels -> value."""
+    return {
+        tuple(sorted(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    }
 
 
-async def test_the_operator_command_scales_and_stops_cleanly_on_sigterm(
+async def test_the_operator_command_scales_serves_its_metrics_and_stops_cleanly_on_sigterm(
     pods: Callable[[int], Pods], api: Any, tmp_path: Path
 ) -> None:
     gateways = pods(1)
@@ -45,16 +46,9 @@ async def test_the_operator_command_scales_and_stops_cleanly_on_sigterm(
         "gw", "eventcast", connectionsPerReplica=10, maxReplicas=3, metricsPort=gateways.metrics_port
     )
     health_port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBE", "EVENTCAST_"))}
-    env["KUBECONFIG"] = str(kubeconfig(tmp_path / "kubeconfig", str(api.url).rstrip("/")))
-    process = await asyncio.create_subprocess_exec(
-        *[sys.executable, "-m", "app.cli", "operator", "--namespace", NS, "--interval", "0.3"],
-        *["--liveness", f"http://127.0.0.1:{health_port}/healthz"],
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+    operator = await OperatorProcess(
+        api, tmp_path, "--interval", "0.3", "--liveness", f"http://127.0.0.1:{health_port}/healthz"
+    ).start()
     try:
         # 12 connections at 10 per replica: 2 replicas.
         await eventually(
@@ -67,11 +61,22 @@ async def test_the_operator_command_scales_and_stops_cleanly_on_sigterm(
         patches = list(api["patch", api.resource(DEPLOYMENTS)])
         assert patches[0].headers["Authorization"] == "Bearer test-token"
         async with httpx.AsyncClient() as client:
-            assert (await client.get(f"http://127.0.0.1:{health_port}/healthz", timeout=5)).status_code == 200
+            health = await client.get(f"http://127.0.0.1:{health_port}/healthz", timeout=5)
+            assert health.status_code == 200 and health.json()["autoscaling"]["rounds"] > 0
+        # Its own metrics: what it decided for the autoscaler, labelled by the autoscaler.
+        key = (("autoscaler", "gw"), ("autoscaler_namespace", NS))
+        text = await eventually(
+            lambda: samples(operator.metrics(), "eventcast_operator_desired_replicas") and operator.metrics(),
+            10,
+            "the operator's metrics",
+        )
+        assert samples(text, "eventcast_operator_desired_replicas")[key] == 2
+        assert samples(text, "eventcast_operator_max_replicas")[key] == 3
+        decisions = samples(text, "eventcast_operator_decisions_total")
+        assert decisions[(*key[:1], *key[1:], ("reason", "scale_up"))] == 1
+        assert samples(text, "eventcast_operator_leader") == {(("autoscaler_namespace", NS),): 1.0}
     finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-        output, _ = await asyncio.wait_for(process.communicate(), 30)
+        code = await operator.stop()
         for subscriber in opened:
             await subscriber.close()
-    assert process.returncode == 0, output.decode(errors="replace")[-3000:]
+    assert code == 0, operator.log()

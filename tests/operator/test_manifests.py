@@ -13,11 +13,15 @@ import pytest
 import yaml
 
 from app.operator import constants
-from app.operator.crd import build_crd, render_yaml
+from app.operator.crd import build_crd, build_peering_crd, render_yaml
 from app.operator.spec import parse_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILES = [ROOT / "k8s/operator/crd.yaml", ROOT / "helm/eventcast/crds/connectionautoscalers.yaml"]
+PEERING_CRD_FILES = [
+    ROOT / "k8s/operator/kopfpeering-crd.yaml",
+    ROOT / "helm/eventcast/crds/kopfpeerings.yaml",
+]
 KUBE_VERSION = "1.30.0"
 
 
@@ -25,6 +29,21 @@ KUBE_VERSION = "1.30.0"
 def test_the_crd_files_are_the_builders_output(path: Path) -> None:
     assert path.read_text() == render_yaml(), (
         f"regenerate: python -m app.operator.crd > {path.relative_to(ROOT)}"
+    )
+
+
+@pytest.mark.parametrize("path", PEERING_CRD_FILES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_peering_crd_files_are_the_builders_output(path: Path) -> None:
+    assert path.read_text() == render_yaml(peering=True), (
+        f"regenerate: python -m app.operator.crd --peering > {path.relative_to(ROOT)}"
+    )
+    crd = yaml.safe_load(path.read_text())
+    kubernetes_validate.validate(crd, KUBE_VERSION, strict=True)
+    # kopf looks its peering resource up by exactly these names (kopf._cogs.structs.references).
+    assert (crd["spec"]["group"], crd["spec"]["versions"][0]["name"], crd["spec"]["names"]["plural"]) == (
+        "kopf.dev",
+        "v1",
+        "kopfpeerings",
     )
 
 
@@ -44,12 +63,19 @@ def test_the_crd_is_valid_and_names_the_agreed_fields() -> None:
         "connectionsPerReplica",
         "minReplicas",
         "maxReplicas",
-        "scaleDownStabilizationSeconds",
+        "tolerancePercent",
+        "scaleDown",
+        "rebalance",
         "metricsPort",
         "adminTokenSecretRef",
     } <= set(spec["properties"])
     assert spec["properties"]["minReplicas"]["default"] == 1
-    assert spec["properties"]["scaleDownStabilizationSeconds"]["default"] == 300
+    assert set(spec["properties"]["scaleDown"]["properties"]) == {
+        "stabilizationWindowSeconds",
+        "type",
+        "value",
+        "periodSeconds",
+    }
     assert spec["properties"]["metricsPort"]["default"] == 8000
     assert version["subresources"] == {"status": {}}
     columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
@@ -72,6 +98,10 @@ def schema_check(crd: dict[str, Any], obj: dict[str, Any]) -> None:
         {"metricsPort": 70000},
         {"scaleTargetRef": {}},
         {"adminTokenSecretRef": {"name": "only-a-name"}},
+        {"scaleDown": {"type": "Half"}},
+        {"scaleDown": {"periodSeconds": 0}},
+        {"rebalance": {"imbalancePercent": 100}},
+        {"tolerancePercent": 101},
     ],
 )
 def test_the_crd_schema_refuses_nonsense(bad: dict[str, Any]) -> None:
@@ -102,6 +132,8 @@ def test_every_rendered_object_passes_the_kubernetes_schemas(rendered: list[dict
     assert kinds == sorted(
         [
             ("CustomResourceDefinition", constants.CRD_NAME),
+            ("CustomResourceDefinition", "kopfpeerings.kopf.dev"),
+            ("KopfPeering", "eventcast-operator"),
             ("ServiceAccount", "eventcast-operator"),
             ("Role", "eventcast-operator"),
             ("RoleBinding", "eventcast-operator"),
@@ -116,6 +148,8 @@ def test_every_rendered_object_passes_the_kubernetes_schemas(rendered: list[dict
     for doc in rendered:
         if doc["kind"] == constants.KIND:
             schema_check(build_crd(), doc)  # a custom resource: its own CRD is its schema
+        elif doc["kind"] == "KopfPeering":
+            schema_check(build_peering_crd(), doc)
         else:
             kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
 
@@ -155,19 +189,30 @@ def test_the_example_autoscaler_points_at_the_gateway(rendered: list[dict[str, A
     token = env["EVENTCAST_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"]
     assert spec.admin_token_secret is not None
     assert (token["name"], token["key"]) == (spec.admin_token_secret.name, spec.admin_token_secret.key)
-    assert spec.min_replicas <= gateway["spec"]["replicas"] <= spec.max_replicas
+    # The autoscaler owns the count: an apply must not reset it (the first apply starts one pod).
+    assert "replicas" not in gateway["spec"]
 
 
 def test_the_operator_runs_namespaced_with_exactly_the_rules_it_needs(rendered: list[dict[str, Any]]) -> None:
+    autoscaler = parse_spec(by_kind(rendered, constants.KIND, "eventcast")["spec"])
+    assert autoscaler.admin_token_secret is not None
     role = by_kind(rendered, "Role", "eventcast-operator")
-    assert role["rules"] == [dict(rule) for rule in constants.RBAC_RULES]
+    assert role["rules"] == constants.rbac_rules((autoscaler.admin_token_secret.name,), "eventcast-operator")
     binding = by_kind(rendered, "RoleBinding", "eventcast-operator")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "eventcast-operator"}]
     pod = by_kind(rendered, "Deployment", "eventcast-operator")["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "eventcast-operator"
     args = pod["containers"][0]["args"]
     assert args[:3] == ["operator", "--namespace", "$(POD_NAMESPACE)"]
-    assert by_kind(rendered, "Deployment", "eventcast-operator")["spec"]["replicas"] == 1  # standalone kopf
+    assert (
+        args[args.index("--peering") + 1]
+        == by_kind(rendered, "KopfPeering", "eventcast-operator")["metadata"]["name"]
+    )
+    assert args[args.index("--identity") + 1] == "$(POD_NAME)"
+    assert (
+        by_kind(rendered, "Deployment", "eventcast-operator")["spec"]["replicas"] == 2
+    )  # one acts (peering)
+    assert pod["containers"][0]["livenessProbe"]["httpGet"]["port"] == "health"
 
 
 def test_the_quick_start_redis_says_it_is_not_for_production(rendered: list[dict[str, Any]]) -> None:

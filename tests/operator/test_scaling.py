@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.operator import constants, pods, scaling
+from app.operator import constants, peering, pods, scaling, simulation
 from app.operator.constants import ConditionType
-from app.operator.metrics import Scrape, admin_url, metrics_url, parse_connections
-from app.operator.scaling import Recommendation
+from app.operator.scaling import (
+    Bounds,
+    History,
+    PolicyType,
+    Reason,
+    Recommendation,
+    ScaleDown,
+    ScaleDownPolicy,
+    Shed,
+    ShedOrder,
+)
+from app.operator.scrape import Scrape, admin_url, metrics_url, parse_connections
 from app.operator.spec import InvalidSpec, SecretKeyRef, parse_spec
 from app.operator.status import (
     Condition,
     Memory,
-    PendingRebalance,
     memory_fields,
     memory_from_status,
     merge_conditions,
@@ -123,7 +134,14 @@ def test_shed_plan_is_empty_when_there_is_nothing_to_even_out(counts: dict[str, 
 def test_spec_defaults_and_checks() -> None:
     spec = parse_spec({"scaleTargetRef": {"name": "gw"}, "connectionsPerReplica": 1000, "maxReplicas": 10})
     assert (spec.target, spec.min_replicas, spec.max_replicas) == ("gw", 1, 10)
-    assert spec.scale_down_stabilization_seconds == constants.DEFAULT_SCALE_DOWN_STABILIZATION_SECONDS
+    assert spec.scale_down == ScaleDownPolicy(300, PolicyType.PODS, 1, 60)  # 1 pod per 60 s after 5 minutes
+    assert spec.bounds.tolerance == 0.1
+    assert (spec.rebalance.enabled, spec.rebalance.imbalance, spec.rebalance.window_seconds) == (
+        True,
+        1.25,
+        60,
+    )
+    assert (spec.rebalance.churn_budget, spec.rebalance.churn_period_seconds) == (1000, 60)  # one pod's worth
     assert spec.metrics_port == constants.DEFAULT_METRICS_PORT and spec.admin_token_secret is None
     full = parse_spec(
         {
@@ -181,6 +199,51 @@ def test_spec_defaults_and_checks() -> None:
             },
             "adminTokenSecretRef.key",
         ),
+        (
+            {
+                "scaleTargetRef": {"name": "gw"},
+                "connectionsPerReplica": 5,
+                "maxReplicas": 2,
+                "scaleDown": {"type": "Half"},
+            },
+            "scaleDown.type",
+        ),
+        (
+            {
+                "scaleTargetRef": {"name": "gw"},
+                "connectionsPerReplica": 5,
+                "maxReplicas": 2,
+                "scaleDown": {"type": "Percent", "value": 150},
+            },
+            "scaleDown.value",
+        ),
+        (
+            {
+                "scaleTargetRef": {"name": "gw"},
+                "connectionsPerReplica": 5,
+                "maxReplicas": 2,
+                "rebalance": {"imbalancePercent": 100},
+            },
+            "rebalance.imbalancePercent",
+        ),
+        (
+            {
+                "scaleTargetRef": {"name": "gw"},
+                "connectionsPerReplica": 5,
+                "maxReplicas": 2,
+                "rebalance": "on",
+            },
+            "spec.rebalance must be an object",
+        ),
+        (
+            {
+                "scaleTargetRef": {"name": "gw"},
+                "connectionsPerReplica": 5,
+                "maxReplicas": 2,
+                "tolerancePercent": -1,
+            },
+            "tolerancePercent",
+        ),
     ],
 )
 def test_spec_errors_name_the_field(spec: dict[str, object], complaint: str) -> None:
@@ -190,15 +253,21 @@ def test_spec_errors_name_the_field(spec: dict[str, object], complaint: str) -> 
 
 def test_memory_round_trips_through_the_status() -> None:
     memory = Memory(
-        recommendations=[Recommendation(1_700_000_000.25, 4), Recommendation(1_700_000_001.5, 2)],
-        pending_rebalance=PendingRebalance(4, 1_700_000_000.25),
+        history=History(
+            (Recommendation(1_700_000_000.25, 4), Recommendation(1_700_000_001.5, 2)),
+            (ScaleDown(1_700_000_002.75, 1),),
+        ),
+        imbalanced_since=1_700_000_003.5,
+        sheds=[Shed(1_700_000_004.0, 22)],
         last_scale_time="2023-11-14T22:13:20Z",
         last_shed={"shed": 3},
     )
     assert memory_from_status(memory_fields(memory)) == memory
-    assert memory_fields(Memory())["pendingRebalance"] is None  # a merge patch with None clears the field
     assert (
-        memory_from_status({"recommendations": [{"time": "garbage"}], "pendingRebalance": {"x": 1}})
+        memory_fields(Memory())["rebalance"]["imbalancedSince"] is None
+    )  # a merge patch with None clears it
+    assert (
+        memory_from_status({"recommendations": [{"time": "garbage"}], "rebalance": {"sheds": [{}]}})
         == Memory()
     )
 
@@ -274,3 +343,162 @@ def test_pod_urls_bracket_ipv6_addresses() -> None:
     assert metrics_url("10.1.2.3", 9000) == "http://10.1.2.3:9000/metrics"
     assert metrics_url("fd00::7", 9000) == "http://[fd00::7]:9000/metrics"
     assert admin_url("fd00::7", 9000, constants.SHED_PATH) == "http://[fd00::7]:9000/admin/shed"
+
+
+# ------------------------------------------------------------------------------------------------ decide()
+BOUNDS = Bounds(connections_per_replica=10, min_replicas=1, max_replicas=20)
+
+
+def run_rounds(
+    loads: list[int], policy: ScaleDownPolicy, start: int, step: float = 1.0, bounds: Bounds = BOUNDS
+) -> list[simulation.Step]:
+    """One round (scaling.decide, through the simulation) per load, ``step`` seconds apart."""
+    return simulation.simulate(
+        [(round(1000 + index * step), load) for index, load in enumerate(loads)], bounds, policy, start
+    )
+
+
+def test_the_tolerance_band_keeps_the_replicas_while_the_load_is_near_target() -> None:
+    # 4 pods of 10 hold 40: 37 and 43 are within 10 %, 35 and 45 are not.
+    assert recommend(37, current=4) == 4 and recommend(43, current=4) == 4
+    assert recommend(35, current=4) == 4  # ceil(3.5) = 4 anyway
+    assert recommend(45, current=4) == 5 and recommend(29, current=4) == 3
+    assert (
+        scaling.recommend_replicas(
+            observed_connections=43,
+            unobserved_pods=0,
+            current_replicas=4,
+            connections_per_replica=10,
+            min_replicas=1,
+            max_replicas=8,
+            tolerance=0,
+        )
+        == 5
+    )
+
+
+def test_a_scale_down_waits_for_the_window_then_goes_one_pod_per_period() -> None:
+    policy = ScaleDownPolicy(stabilization_seconds=5, type=PolicyType.PODS, value=1, period_seconds=3)
+    decisions = run_rounds([100] + [5] * 30, policy, start=10)
+    replicas = [d.replicas for d in decisions]
+    assert replicas[:5] == [10] * 5  # held for the window (5 s) after the last high recommendation
+    assert replicas[5] == 9
+    drops = [i for i in range(1, len(replicas)) if replicas[i] < replicas[i - 1]]
+    assert drops and all(replicas[i - 1] - replicas[i] == 1 for i in drops)
+    assert all(b - a >= 3 for a, b in itertools.pairwise(drops))  # one pod per 3 s
+    assert {decisions[i].reason for i in drops[:-1]} == {Reason.RATE_LIMITED}  # it wanted to go further
+    assert decisions[drops[-1]].reason is Reason.SCALE_DOWN and replicas[-1] == 1  # the last step reached it
+    assert decisions[3].reason is Reason.STABILIZING
+
+
+def test_a_percent_policy_removes_a_share_of_the_period_start_and_at_least_one_pod() -> None:
+    policy = ScaleDownPolicy(stabilization_seconds=0, type=PolicyType.PERCENT, value=50, period_seconds=10)
+    assert [d.replicas for d in run_rounds([5, 5], policy, start=16)] == [
+        8,
+        8,
+    ]  # 16 -> 8, then the period waits
+    small = ScaleDownPolicy(stabilization_seconds=0, type=PolicyType.PERCENT, value=10, period_seconds=10)
+    assert run_rounds([5], small, start=4)[0].replicas == 3  # 10 % of 4 rounds down to 0: one pod still goes
+    assert small.removable(40) == 4 and small.removable(4) == 1
+
+
+def test_scale_up_is_immediate_and_limited_at_max() -> None:
+    policy = ScaleDownPolicy()
+    up = run_rounds([120], policy, start=2)[0]
+    assert (up.replicas, up.reason) == (12, Reason.SCALE_UP)
+    capped = run_rounds([900, 900], policy, start=2)
+    assert [d.replicas for d in capped] == [20, 20] and capped[1].reason is Reason.LIMITED
+
+
+def test_no_metrics_decides_nothing_and_keeps_the_history() -> None:
+    history = History((Recommendation(990.0, 7),), (ScaleDown(995.0, 1),))
+    decision = scaling.decide(
+        current_replicas=6,
+        observed_connections=None,
+        unobserved_pods=3,
+        bounds=BOUNDS,
+        policy=ScaleDownPolicy(),
+        history=history,
+        now=1000.0,
+    )
+    assert (decision.desired, decision.reason) == (6, Reason.NO_METRICS)
+    assert decision.history == history
+
+
+@given(
+    st.lists(st.integers(0, 200), min_size=1, max_size=60),
+    st.integers(1, 20),
+    st.sampled_from(list(PolicyType)),
+    st.integers(1, 60),
+    st.integers(1, 30),
+    st.integers(0, 30),
+)
+def test_replicas_never_fall_faster_than_the_policy(
+    loads: list[int], start: int, kind: PolicyType, value: int, period: int, window: int
+) -> None:
+    """Whatever the load: in any period, at most what the policy allows goes, and never within the window."""
+    policy = ScaleDownPolicy(window, kind, min(value, 100) if kind is PolicyType.PERCENT else value, period)
+    decisions = run_rounds(loads, policy, start=start, step=1.0)
+    replicas = [start] + [d.replicas for d in decisions]
+    for end in range(1, len(replicas)):
+        begin = max(0, end - period)  # rounds are 1 s apart: the rounds of one period ending at `end`
+        removed = sum(max(0, replicas[i - 1] - replicas[i]) for i in range(begin + 1, end + 1))
+        assert removed <= policy.removable(replicas[end] + removed), (replicas, policy)
+    for index, decision in enumerate(decisions):
+        if (
+            decision.replicas < replicas[index]
+        ):  # a scale-down now: nothing higher was recommended in the window
+            recent = [d.recommended for d in decisions[max(0, min(index, index - window + 1)) : index + 1]]
+            assert decision.replicas >= min(replicas[index], max(recent))
+
+
+# ------------------------------------------------------------------------------------------------ rebalancing
+def test_imbalance_is_the_busiest_over_the_mean() -> None:
+    assert scaling.imbalance({"a": 30, "b": 2, "c": 0, "d": 0}) == 3.75
+    assert scaling.imbalance({"a": 10, "b": 10}) == 1.0
+    assert scaling.imbalance({"a": 0, "b": 0}) == 0.0 and scaling.imbalance({}) == 0.0
+
+
+def test_the_plan_is_trimmed_to_the_churn_budget_busiest_first() -> None:
+    plan = scaling.shed_plan({"a": 50, "b": 40, "c": 0, "d": 10})  # mean 25: a sheds 25, b 15
+    assert [o.shed for o in plan] == [25, 15]
+    assert scaling.trim_to_budget(plan, 100) == plan
+    trimmed = scaling.trim_to_budget(plan, 30)
+    assert [(o.pod, o.shed) for o in trimmed] == [("a", 25), ("b", 5)]
+    assert [(o.pod, o.shed) for o in scaling.trim_to_budget(plan, 10)] == [("a", 10)]
+    assert scaling.trim_to_budget(plan, 0) == []
+    assert ShedOrder("a", 0.5, 30).shed == 15
+
+
+def test_the_churn_budget_counts_only_the_sheds_of_the_period() -> None:
+    sheds = [Shed(100.0, 20), Shed(150.0, 15)]
+    assert scaling.churn_left(sheds, 155.0, 50, 60) == 15
+    assert scaling.churn_left(sheds, 161.0, 50, 60) == 35  # the first left the period
+    assert scaling.churn_left(sheds, 155.0, 30, 60) == 0
+
+
+# ------------------------------------------------------------------------------------------------ peering
+def keepalive(priority: int, lastseen: str, lifetime: int = 60) -> dict[str, object]:
+    return {"priority": priority, "lifetime": lifetime, "lastseen": lastseen}
+
+
+def test_the_live_peer_with_the_highest_priority_leads() -> None:
+    now = 1_700_000_030.0  # 2023-11-14T22:13:50Z
+    status = {
+        "old": keepalive(-100, "2023-11-14T22:13:40+00:00"),
+        "new": keepalive(-200, "2023-11-14T22:13:45+00:00"),
+        "dead": keepalive(0, "2023-11-14T22:10:00+00:00"),  # its lifetime ran out
+        "gone": None,  # kopf writes null to remove a stopped replica
+        "broken": {"priority": "high"},
+    }
+    assert peering.leader(status, now) == "old"
+    assert peering.leader({"new": status["new"]}, now) == "new"
+    assert peering.leader({"dead": status["dead"]}, now) is None
+    # The same priority: the identity breaks the tie, so exactly one leads.
+    tie = {"b": keepalive(5, "2023-11-14T22:13:45+00:00"), "a": keepalive(5, "2023-11-14T22:13:45+00:00")}
+    assert peering.leader(tie, now) == "b"
+
+
+def test_older_replicas_get_higher_priorities() -> None:
+    assert peering.default_priority(1000.0) > peering.default_priority(1001.0)
+    assert peering.default_identity() != ""

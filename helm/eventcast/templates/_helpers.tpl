@@ -71,11 +71,23 @@ app.kubernetes.io/component: operator
 {{- default .Chart.AppVersion .Values.image.tag }}
 {{- end }}
 
+{{/* registry/repository:tag (or @digest); global.imageRegistry wins over image.registry. */}}
 {{- define "eventcast.image" -}}
+{{- $registry := (.Values.global).imageRegistry | default .Values.image.registry }}
+{{- $repository := ternary (printf "%s/%s" (trimSuffix "/" $registry) .Values.image.repository) .Values.image.repository (ne $registry "") }}
 {{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- printf "%s@%s" $repository .Values.image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository (include "eventcast.imageTag" .) }}
+{{- printf "%s:%s" $repository (include "eventcast.imageTag" .) }}
+{{- end }}
+{{- end }}
+
+{{/* imagePullSecrets of every pod: the chart's own, then the parent chart's global ones. */}}
+{{- define "eventcast.imagePullSecrets" -}}
+{{- $secrets := concat (.Values.imagePullSecrets | default list) ((.Values.global).imagePullSecrets | default list) | uniq }}
+{{- with $secrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end }}
 
@@ -97,6 +109,37 @@ app.kubernetes.io/component: operator
 
 {{- define "eventcast.authSecretName" -}}
 {{- include "eventcast.suffixed" (dict "root" . "suffix" "auth") }}
+{{- end }}
+
+{{- define "eventcast.cdcSecretName" -}}
+{{- include "eventcast.suffixed" (dict "root" . "suffix" "cdc") }}
+{{- end }}
+
+{{/* The name of kopf's peering object of this release's operator. */}}
+{{- define "eventcast.peeringName" -}}
+{{- include "eventcast.operatorName" . }}
+{{- end }}
+
+{{/* true when this release runs the operator itself. */}}
+{{- define "eventcast.runsOperator" -}}
+{{- if and (eq .Values.autoscaling.mode "operator") .Values.operator.enabled }}true{{ end }}
+{{- end }}
+
+{{/* The job label Prometheus gives this release's gateway series (the ServiceMonitor's Service name). */}}
+{{- define "eventcast.job" -}}
+{{- if .Values.internalPort.enabled }}{{ include "eventcast.internalServiceName" . }}{{ else }}{{ include "eventcast.fullname" . }}{{ end }}
+{{- end }}
+
+{{/*
+Where a CDC URL comes from: {name, key} of the existing Secret, else of the chart's cdc Secret when the URL
+is given inline, else empty. Call with (dict "root" $ "item" .Values.cdc.outbox "key" "outbox-url").
+*/}}
+{{- define "eventcast.cdcRef" -}}
+{{- if .item.existingSecret }}
+{{- toYaml (dict "name" .item.existingSecret "key" .item.secretKey) }}
+{{- else if .item.url }}
+{{- toYaml (dict "name" (include "eventcast.cdcSecretName" .root) "key" .key) }}
+{{- end }}
 {{- end }}
 
 {{/* true when a Redis broker is configured (as a URL or through an existing Secret). */}}
@@ -140,6 +183,15 @@ auth Secret (when the value is given inline), else empty. Call with (dict "root"
 {{- if lt (int .Values.autoscaling.maxReplicas) (int .Values.autoscaling.minReplicas) }}
 {{- fail "eventcast: autoscaling.maxReplicas must be >= autoscaling.minReplicas." }}
 {{- end }}
+{{- if and (eq .Values.autoscaling.scaleDown.type "Percent") (gt (int .Values.autoscaling.scaleDown.value) 100) }}
+{{- fail "eventcast: autoscaling.scaleDown.value is a percentage with type Percent: at most 100." }}
+{{- end }}
+{{- if and .Values.ingress.enabled .Values.httpRoute.enabled }}
+{{- fail "eventcast: ingress.enabled and httpRoute.enabled both route the same Service: pick one." }}
+{{- end }}
+{{- if and .Values.httpRoute.enabled (not .Values.httpRoute.parentRefs) }}
+{{- fail "eventcast: httpRoute.enabled needs httpRoute.parentRefs (the Gateway to attach to)." }}
+{{- end }}
 {{- end }}
 
 {{/* terminationGracePeriodSeconds: the preStop pause, the whole drain, then time to exit. */}}
@@ -154,4 +206,58 @@ auth Secret (when the value is given inline), else empty. Call with (dict "root"
 
 {{- define "eventcast.containerSecurityContext" -}}
 {{- toYaml .Values.securityContext }}
+{{- end }}
+
+{{/*
+A probe: the chart's httpGet on `path`, or the user's whole `override`. Call with
+(dict "probe" .Values.probes.liveness "path" "/healthz").
+*/}}
+{{- define "eventcast.probe" -}}
+{{- if .probe.override }}
+{{- toYaml .probe.override }}
+{{- else }}
+httpGet:
+  path: {{ .path }}
+  port: http
+{{- range $field := list "initialDelaySeconds" "periodSeconds" "timeoutSeconds" "successThreshold" "failureThreshold" }}
+{{- if hasKey $.probe $field }}
+{{ $field }}: {{ get $.probe $field }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Checksum of the existing Secrets the gateway reads only at start (env), looked up at install/upgrade so a
+changed Secret rolls the pods. Empty data when the Secret is absent or when rendering offline (helm template).
+*/}}
+{{- define "eventcast.existingSecretsChecksum" -}}
+{{- $names := list }}
+{{- range $item := list .Values.auth.adminToken .Values.auth.jwt.secret .Values.auth.jwt.publicKey .Values.auth.jwt.jwks }}
+{{- with $item.existingSecret }}{{ $names = append $names . }}{{ end }}
+{{- end }}
+{{- with .Values.redis.existingSecret }}{{ $names = append $names . }}{{ end }}
+{{- with .Values.cdc.outbox.existingSecret }}{{ $names = append $names . }}{{ end }}
+{{- with .Values.cdc.nats.existingSecret }}{{ $names = append $names . }}{{ end }}
+{{- $data := dict }}
+{{- range $name := $names | uniq | sortAlpha }}
+{{- $secret := lookup "v1" "Secret" $.Release.Namespace $name }}
+{{- $_ := set $data $name (($secret).data | default dict) }}
+{{- end }}
+{{- toJson $data | sha256sum }}
+{{- end }}
+
+{{/*
+HPA behavior from autoscaling.scaleDown (the one scale-down policy) and autoscaling.scaleUp, for the hpa and
+keda modes. A Percent policy also gets "1 pod per period" with selectPolicy Max: at least one pod may go,
+as the operator does, where the HPA alone would round a small percentage down to nothing.
+*/}}
+{{- define "eventcast.hpaBehavior" -}}
+{{- $down := .Values.autoscaling.scaleDown }}
+{{- $policies := list (dict "type" $down.type "value" (int $down.value) "periodSeconds" (int $down.periodSeconds)) }}
+{{- if eq $down.type "Percent" }}
+{{- $policies = append $policies (dict "type" "Pods" "value" 1 "periodSeconds" (int $down.periodSeconds)) }}
+{{- end }}
+{{- $behavior := dict "scaleUp" .Values.autoscaling.scaleUp "scaleDown" (dict "stabilizationWindowSeconds" (int $down.stabilizationWindowSeconds) "selectPolicy" "Max" "policies" $policies) }}
+{{- toYaml $behavior }}
 {{- end }}

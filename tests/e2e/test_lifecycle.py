@@ -1,9 +1,10 @@
-"""Drain, shed, overload, slow consumers, idle clients and Redis outages, against real processes."""
+"""Drain over time, shed fractions, keepalive spread and Redis outages, against real processes.
+
+What every transport must do alike (slow consumers, refusals, keepalive, expiry) is tests/test_session.py."""
 
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Callable
 
@@ -11,7 +12,6 @@ import httpx
 
 from app.causes import CloseCode
 from tests.clients import (
-    RAW_UPGRADE,
     Subscriber,
     batch,
     close_code,
@@ -102,80 +102,6 @@ async def test_shed_closes_the_asked_fraction(gateway: Gateway) -> None:
     for s in subs:
         if s not in closed:
             assert [e["id"] for e in await s.collect(2)] == ids
-
-
-async def test_overload_refuses_with_1013(gateway_factory: Callable[..., Gateway]) -> None:
-    gateway = gateway_factory(env={"EVENTCAST_MAX_CONNECTIONS": "3"})
-    subs = [await Subscriber.open(f"{gateway.ws}/ws/events") for _ in range(3)]
-    code, reason = await close_code(f"{gateway.ws}/ws/events")
-    assert code == CloseCode.TRY_AGAIN_LATER and "overloaded" in reason
-    await subs[0].close()
-    await asyncio.sleep(0.2)
-    again = await Subscriber.open(f"{gateway.ws}/ws/events")  # room again once one left
-    ids = (await publish(gateway.http, batch("default", 1))).json()["ids"]
-    assert [e["id"] for e in await again.collect(1)] == ids
-
-
-async def test_slow_consumer_is_closed_4008_while_fast_ones_get_everything(
-    gateway_factory: Callable[..., Gateway],
-) -> None:
-    # A long idle timeout: on a loaded machine the paused client must not be cut for missing pings first.
-    gateway = gateway_factory(
-        env={"EVENTCAST_SEND_QUEUE_BYTES": "262144", "EVENTCAST_IDLE_TIMEOUT_SECONDS": "300"}
-    )
-    url = f"{gateway.ws}/ws/events?channels=firehose"
-    # The slow client stops reading: a small receive buffer, so the server's queue fills after ~100 KB.
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect((gateway.host, gateway.port))
-    # No client pings: a client that does not read would not see the pongs and would give up by itself.
-    slow = await Subscriber.open(url, sock=sock, max_queue=1, ping_interval=None)
-    slow.ws.transport.pause_reading()
-    fast = [await Subscriber.open(url) for _ in range(20)]
-    payload = "x" * 10_000  # 6 MB in all: more than loopback socket buffers can hide
-    total = 600
-    readers = asyncio.gather(*(f.collect(total, timeout=90) for f in fast))  # fast clients read all along
-    ids: list[str] = []
-    for start in range(0, total, 5):  # bursts of 50 KB fit any healthy client's 256 KB queue
-        events = [
-            {"channel": "firehose", "type": "big", "data": {"n": n, "p": payload}}
-            for n in range(start, start + 5)
-        ]
-        ids += (await publish(gateway.http, events)).json()["ids"]
-        await asyncio.sleep(0.01)
-    for received in await readers:
-        assert [e["id"] for e in received] == ids
-    slow.ws.transport.resume_reading()
-    code, reason = await slow.closed(timeout=30)
-    assert (code, reason) == (CloseCode.SLOW_CONSUMER, "slow consumer")
-    assert len(slow.events) < len(ids)
-    # What it did get is a gap-free prefix: it can resume from its last id.
-    assert [e["id"] for e in slow.events] == ids[: len(slow.events)]
-    back = await Subscriber.open(f"{url}&since={slow.last_id}")
-    assert back.welcome["recovered"] is True
-    assert [e["id"] for e in await back.collect(len(ids) - len(slow.events), timeout=60)] == ids[
-        len(slow.events) :
-    ]
-
-
-async def test_idle_client_that_never_answers_pings_is_closed(
-    gateway_factory: Callable[..., Gateway],
-) -> None:
-    gateway = gateway_factory(env={"EVENTCAST_IDLE_TIMEOUT_SECONDS": "1"})
-    # A raw client: completes the handshake, then never reads, so it never answers a ping.
-    with socket.create_connection((gateway.host, gateway.port)) as sock:
-        sock.sendall(RAW_UPGRADE)
-        assert b"101" in sock.recv(1024).split(b"\r\n")[0]
-        started = time.monotonic()
-        sock.settimeout(10)
-        data = b""
-        while chunk := sock.recv(4096):  # the server's pings, then its close, then EOF
-            data += chunk
-        assert time.monotonic() - started < 10
-        assert b"keepalive ping timeout" in data
-    async with httpx.AsyncClient() as client:
-        metrics = (await client.get(f"{gateway.http}/metrics")).text
-    assert 'eventcast_connections{transport="websocket"} 0.0' in metrics
 
 
 async def test_keepalive_pings_are_spread_over_the_period_not_sent_at_once(
