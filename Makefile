@@ -6,12 +6,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 # Debian packages the tests drive for real: redis-server (broker), prometheus + promtool (observability),
 # node + npm (tsc checks the Grafana dashboard against @grafana/schema; clients/js builds and tests the browser
-# client), chromium (the console's end-to-end test), podman + runc + debootstrap (tests/image).
-SYSTEM_TOOLS := redis-server:redis-server prometheus:prometheus promtool:prometheus node:nodejs npm:npm chromium:chromium podman:podman runc:runc debootstrap:debootstrap
+# client), chromium (the console's end-to-end test), podman + runc + debootstrap (tests/image),
+# nginx + its nchan module (the peer of `make bench-peers` and tests/bench), a C compiler (the bench's frame counter).
+SYSTEM_TOOLS := redis-server:redis-server prometheus:prometheus promtool:prometheus node:nodejs npm:npm chromium:chromium podman:podman runc:runc debootstrap:debootstrap nginx:nginx /usr/lib/nginx/modules/ngx_nchan_module.so:libnginx-mod-nchan cc:gcc
 JS := clients/js
 JS_DEPS := $(JS)/node_modules/.package-lock.json
 
-.PHONY: run test lint typecheck pytest js-test js-build bench system-deps venv clean
+.PHONY: run test lint typecheck pytest js-test js-build bench bench-peers system-deps venv clean
 
 run: venv
 	$(BIN)/eventcast serve
@@ -46,6 +47,12 @@ bench: system-deps venv
 	  --max-clients 10000 --duration 10 --json docs/bench/results.json --plot docs/bench \
 	  --markdown docs/bench/table.md
 
+# eventcast against nginx + nchan and socket.io, one worker each, 10,000 clients, 3 runs pinned and 3 unpinned;
+# rewrites the side-by-side section of docs/benchmarks.md (see there for how long it takes).
+bench-peers: system-deps venv
+	$(BIN)/eventcast bench --peers nchan,socketio --runs 3 --pinning both --max-clients 10000 --storm-clients 1000 \
+	  --events 10 --json docs/bench/peers.json --doc docs/benchmarks.md
+
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -60,7 +67,7 @@ $(STAMP): pyproject.toml
 system-deps:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
 	  tool=$${pair%%:*}; pkg=$${pair##*:}; \
-	  command -v $$tool >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+	  case $$tool in /*) test -e $$tool ;; *) command -v $$tool >/dev/null 2>&1 ;; esac || missing="$$missing $$pkg"; \
 	done; \
 	missing=$$(echo $$missing | tr ' ' '\n' | sort -u | tr '\n' ' '); \
 	if [ -n "$${missing// /}" ]; then \

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ctypes
 import hashlib
 import json
 import os
@@ -27,15 +28,22 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 from app.bench import stats
+from app.bench.fastcount import CTracker
 
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 CLOSE_NORMAL = 1000
 MAX_HANDSHAKE_BYTES = 65536
 
-# The bench publishes data {"bench": <phase>, "seq": <n>, "pad": "..."}; one regex reads phase, seq and the
-# envelope's ts (the last field, after data) without json.loads, in one pass over the frame.
-_BENCH_FRAME = re.compile(rb'"bench":\s*(\d+),\s*"seq":\s*(\d+).*"ts":\s*(-?[0-9.]+(?:[eE][-+]?\d+)?)', re.S)
+# The bench publishes data {"bench": <phase>, "seq": <n>[, "ts": <publisher clock>], "pad": "..."}; one regex
+# reads phase, seq and the time without json.loads, in one pass over the frame. The time is the publisher's
+# own "ts" right after seq when the body carries one (peer comparisons: the same clock for every server),
+# else the last "ts" of the frame (the gateway's envelope: the publish-accepted time).
+_NUMBER = rb"(-?[0-9.]+(?:[eE][-+]?\d+)?)"
+_BENCH_FRAME = re.compile(
+    rb'"bench":\s*(\d+),\s*"seq":\s*(\d+)(?:,\s*"ts":\s*' + _NUMBER + rb')?(?:.*"ts":\s*' + _NUMBER + rb")?",
+    re.S,
+)
 
 
 class HandshakeError(Exception):
@@ -52,6 +60,7 @@ class Phase:
     latency_sum_ms: float = 0.0
     latency_max_ms: float = 0.0
     event_ts: list[float] = field(default_factory=list)  # per seq: the event's publish timestamp (ms)
+    first_arrival: list[float] = field(default_factory=list)  # per seq: earliest arrival at any client (ms)
     last_arrival: list[float] = field(default_factory=list)  # per seq: latest arrival at any client (ms)
     arrivals: list[int] = field(default_factory=list)  # per seq: how many clients got it
     stray: int = 0  # frames of another phase or not published by the bench
@@ -60,6 +69,7 @@ class Phase:
         missing = size - len(self.event_ts)
         if missing > 0:
             self.event_ts.extend([0.0] * missing)
+            self.first_arrival.extend([0.0] * missing)
             self.last_arrival.extend([0.0] * missing)
             self.arrivals.extend([0] * missing)
 
@@ -67,10 +77,11 @@ class Phase:
 class Tracker:
     """Per-client delivery bookkeeping for the current phase."""
 
-    __slots__ = ("closed", "dups", "last_by_stream", "max_seq", "ooo", "phase", "seen", "unique", "welcomed")
+    __slots__ = ("closed", "dups", "last_by_stream", "max_seq", "ooo", "phase", "preamble", "seen", "unique")
 
-    def __init__(self, phase: Phase) -> None:
-        self.welcomed = False
+    def __init__(self, phase: Phase, welcome: int = 1) -> None:
+        # frames before the first event: eventcast's welcome (1), none (nchan), socket.io's open and connect (2)
+        self.preamble = int(welcome)
         self.closed = False
         self.reset(phase)
 
@@ -88,8 +99,8 @@ class Tracker:
 
     def on_frame(self, buffer: bytes | bytearray, start: int, end: int, arrived_ms: float) -> None:
         """A text frame whose payload is ``buffer[start:end]`` (read in place: no copy per frame)."""
-        if not self.welcomed:
-            self.welcomed = True  # the first frame is the welcome
+        if self.preamble:
+            self.preamble -= 1  # a welcome frame, not an event
             return
         match = _BENCH_FRAME.search(buffer, start, end)
         phase = self.phase
@@ -97,7 +108,11 @@ class Tracker:
             phase.stray += 1
             return
         seq = int(match.group(2))
-        ts = float(match.group(3))
+        stamp = match.group(3) or match.group(4)
+        if stamp is None:
+            phase.stray += 1
+            return
+        ts = float(stamp)
         seen = self.seen
         if seq >= len(seen):
             seen.extend(bytes(seq + 1024 - len(seen)))
@@ -119,9 +134,15 @@ class Tracker:
         if latency > phase.latency_max_ms:
             phase.latency_max_ms = latency
         phase.event_ts[seq] = ts
+        if not phase.arrivals[seq] or arrived_ms < phase.first_arrival[seq]:
+            phase.first_arrival[seq] = arrived_ms
         phase.arrivals[seq] += 1
         if arrived_ms > phase.last_arrival[seq]:
             phase.last_arrival[seq] = arrived_ms
+
+    @property
+    def welcomed(self) -> bool:
+        return self.preamble == 0
 
     def lost(self, expected: int) -> int:
         """Events 0..expected-1 this client never received."""
@@ -141,15 +162,20 @@ class Target:
     path: str  # path and query, e.g. /ws/events?channels=bench
     secure: bool
     token: str | None = None
+    welcome: int = (
+        1  # frames the server sends before events: a welcome (eventcast), none (nchan), 2 (socket.io)
+    )
+    greeting: bytes = b""  # a text frame to send once upgraded (socket.io's "40", joining its namespace)
 
     @classmethod
-    def from_url(cls, url: str, token: str | None = None) -> Target:
+    def from_url(cls, url: str, token: str | None = None, welcome: int = 1, greeting: bytes = b"") -> Target:
         parts = urlsplit(url)
         if parts.scheme not in ("ws", "wss"):
             raise ValueError(f"subscriber URL must be ws:// or wss://, got {url!r}")
         secure = parts.scheme == "wss"
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        return cls(parts.hostname or "127.0.0.1", parts.port or (443 if secure else 80), path, secure, token)
+        port = parts.port or (443 if secure else 80)
+        return cls(parts.hostname or "127.0.0.1", port, path, secure, token, welcome, greeting)
 
     def handshake(self, key: bytes) -> bytes:
         host = self.host if self.port in (80, 443) else f"{self.host}:{self.port}"
@@ -184,9 +210,14 @@ def mask_frame(opcode: int, payload: bytes | bytearray) -> bytes:
 class RawClient(asyncio.Protocol):
     """One subscriber on a bare asyncio transport: handshake, frame parsing, ping replies."""
 
-    def __init__(self, target: Target, tracker: Tracker, on_lost: Callable[[RawClient], None]) -> None:
+    def __init__(
+        self, target: Target, tracker: Tracker | CTracker, on_lost: Callable[[RawClient], None]
+    ) -> None:
         self.target = target
         self.tracker = tracker
+        # with the C bookkeeping, one call counts every whole text frame of a receive buffer
+        self.counter: CTracker | None = tracker if isinstance(tracker, CTracker) else None
+        self.special = ctypes.c_int64()
         self.on_lost = on_lost
         self.transport: asyncio.Transport | None = None
         self.key = base64.b64encode(os.urandom(16))
@@ -214,7 +245,7 @@ class RawClient(asyncio.Protocol):
         buffer = self.buffer
         if self.upgraded and not buffer:
             # Fast path: whole frames straight from the bytes we were given, only the tail is copied.
-            used = self._parse(data, arrived)
+            used = self._parse(data, arrived) if self.counter is None else self._consume(data, arrived)
             if used < len(data):
                 buffer += data[used:]
             return
@@ -232,7 +263,12 @@ class RawClient(asyncio.Protocol):
                 return
             del buffer[: end + 4]
             self.upgraded = True
-        used = self._parse(buffer, arrived)
+            if self.target.greeting and self.transport is not None:
+                self.transport.write(mask_frame(OP_TEXT, self.target.greeting))
+            if not self.target.welcome:  # connected once upgraded: every frame after it is an event
+                self.live = True
+                self.welcome.set_result(None)
+        used = self._parse(buffer, arrived) if self.counter is None else self._consume(bytes(buffer), arrived)
         if used:
             del buffer[:used]
 
@@ -257,7 +293,9 @@ class RawClient(asyncio.Protocol):
         """Handle every complete frame in `buffer`; returns how many bytes were used."""
         size = len(buffer)
         pos = 0
-        on_frame = self.tracker.on_frame
+        tracker = self.tracker
+        assert isinstance(tracker, Tracker)  # the C counter takes _consume instead
+        on_frame = tracker.on_frame
         while size - pos >= 2:
             first = buffer[pos]
             length = buffer[pos + 1] & 0x7F
@@ -282,11 +320,46 @@ class RawClient(asyncio.Protocol):
             pos = end
         return pos
 
+    def _consume(self, data: bytes, arrived: float) -> int:
+        """`_parse` with the C counter: it counts the whole text frames and stops in front of any other frame
+        (welcome, ping, close, fragment), which Python handles before handing the rest back."""
+        counter = self.counter
+        assert counter is not None
+        consume, special, size = counter.consume_fn, self.special, len(data)
+        pos = 0
+        while pos < size:
+            pos = consume(counter.pointer, data, pos, size, arrived, ctypes.byref(special))
+            if pos < 0:
+                raise MemoryError("bench_consume")
+            if not special.value:
+                break
+            end = self._parse_one(data, pos, arrived)
+            if end == pos:
+                break
+            pos = end
+        return pos
+
+    def _parse_one(self, buffer: bytes, pos: int, arrived: float) -> int:
+        """Handle the one frame at `pos` in Python; returns where it ends (`pos` when it is incomplete)."""
+        size = len(buffer)
+        length = buffer[pos + 1] & 0x7F
+        header = 2
+        if length == 126:
+            length, header = int.from_bytes(buffer[pos + 2 : pos + 4], "big"), 4
+        elif length == 127:
+            length, header = int.from_bytes(buffer[pos + 2 : pos + 10], "big"), 10
+        end = pos + header + length
+        if end > size:
+            return pos
+        first = buffer[pos]
+        self._frame(first & 0x80, first & 0x0F, buffer[pos + header : end], arrived)
+        return end
+
     def _frame(self, fin: int, opcode: int, payload: bytes | bytearray, arrived: float) -> None:
         if opcode == OP_TEXT or opcode == OP_BINARY:
             if fin:
                 self.tracker.on_text(payload, arrived)
-                if not self.welcome.done():
+                if not self.welcome.done() and self.tracker.welcomed:
                     self.welcome.set_result(None)
                     self.live = True
             else:
@@ -313,7 +386,7 @@ class RawClient(asyncio.Protocol):
 
 async def open_raw(
     target: Target,
-    tracker: Tracker,
+    tracker: Tracker | CTracker,
     on_lost: Callable[[RawClient], None],
     timeout: float,
     local_host: str | None = None,
@@ -352,7 +425,15 @@ class LibraryClient:
         self.reader: asyncio.Task[None] | None = None
         self.closing: asyncio.Future[Any] | None = None
 
-    async def open(self, url: str, token: str | None, timeout: float, local_host: str | None) -> None:
+    async def open(
+        self,
+        url: str,
+        token: str | None,
+        timeout: float,
+        local_host: str | None,
+        welcome: int = 1,
+        greeting: bytes = b"",
+    ) -> None:
         from websockets.asyncio.client import connect
 
         headers = {"Authorization": f"Bearer {token}"} if token else None
@@ -365,8 +446,11 @@ class LibraryClient:
             ping_interval=None,
             local_addr=(local_host, 0) if local_host else None,
         )
-        first = await asyncio.wait_for(self.connection.recv(decode=False), timeout)
-        self.tracker.on_text(first, now_ms())
+        if greeting:
+            await self.connection.send(greeting.decode())
+        for _ in range(welcome):
+            first = await asyncio.wait_for(self.connection.recv(decode=False), timeout)
+            self.tracker.on_text(first, now_ms())
         self.reader = asyncio.create_task(self._read())
 
     async def _read(self) -> None:

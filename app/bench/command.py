@@ -10,9 +10,12 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from app.bench import report as report_mod
+from app.bench import compare
+from app.bench.checks import FAIL, server_checks
+from app.bench.console import render
+from app.bench.markdown import markdown_report
 from app.bench.measure import PhaseOptions
-from app.bench.run import RunOptions, planned_steps, run_sync
+from app.bench.run import RunOptions, planned_steps, run_sync, to_json
 from app.bench.scenarios import DEFAULT_SCENARIOS, SCENARIOS, BenchConfig
 
 
@@ -22,6 +25,65 @@ def parse_scenarios(text: str) -> tuple[str, ...]:
     if unknown or not names:
         raise typer.BadParameter(f"unknown scenario(s) {unknown}; choose from {', '.join(SCENARIOS)}")
     return names
+
+
+CLIENTS = ("raw", "picows", "websockets")
+
+
+def parse_peers(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in compare.PEERS]
+    if unknown or not names:
+        raise typer.BadParameter(f"unknown peer(s) {unknown}; choose from {', '.join(compare.PEERS)}")
+    return names
+
+
+def parse_pinning(text: str) -> tuple[str, ...]:
+    if text == "both":
+        return compare.PINNING
+    if text not in compare.PINNING:
+        raise typer.BadParameter("--pinning must be pinned, unpinned or both")
+    return (text,)
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def run_peers(options: compare.PeerOptions, json_path: Path | None, doc: Path | None) -> None:
+    """The side-by-side run: progress, the tables on the console, then the JSON and the doc section."""
+    import asyncio
+
+    console = Console()
+    steps = len(options.pinning) * options.runs * (1 + len(options.peers)) * 4
+    with _progress(console) as progress:
+        task = progress.add_task("starting", total=steps)
+
+        def advance(description: str) -> None:
+            progress.advance(task)
+            progress.update(task, description=description)
+
+        try:
+            result = asyncio.run(compare.execute(options, advance))
+        except RuntimeError as error:
+            raise typer.BadParameter(str(error)) from error
+        progress.update(task, completed=steps, description="done")
+    console.print(compare.markdown(result))
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(to_json(result) + "\n")
+        console.print(f"JSON written to {json_path}")
+    if doc is not None:
+        compare.write_doc(doc, result)
+        console.print(f"side-by-side section of {doc} rewritten")
 
 
 def build_options(
@@ -44,6 +106,8 @@ def build_options(
     storm_clients: int | None,
     event_bytes: int,
     pin: bool,
+    search_steps: int | None = None,
+    step_seconds: float | None = None,
 ) -> RunOptions:
     """Defaults for a full run, or a quick one (seconds, a few hundred clients)."""
     max_clients = max_clients or (200 if quick else 1000)
@@ -57,6 +121,8 @@ def build_options(
         storm_clients=storm_clients or min(max_clients, 1000),
         publish_seconds=1.0 if quick else 3.0,
         publish_subscribers=min(20 if quick else 100, max_clients),
+        search_steps=(4 if quick else 10) if search_steps is None else search_steps,
+        search_step_s=step_seconds or (1.0 if quick else 3.0),
         client=client,
         phase=PhaseOptions(
             event_bytes=event_bytes,
@@ -108,24 +174,70 @@ def bench(
     markdown: Annotated[
         Path | None,
         typer.Option(
-            help="Write the Markdown tables (first targets, key figures with ratios, issue-6 targets) here"
+            help="Write the Markdown tables (first targets, key figures with ratios, per-core targets) here"
         ),
     ] = None,
     processes: Annotated[
         int | None, typer.Option(help="Load-generator processes (default: the free cores)")
     ] = None,
     quick: Annotated[bool, typer.Option(help="A short run: fewer clients, events and seconds")] = False,
-    client: Annotated[str, typer.Option(help="Subscriber implementation: raw or websockets")] = "raw",
+    client: Annotated[
+        str, typer.Option(help=f"Subscriber implementation: {', '.join(CLIENTS)} (see docs/benchmarks.md)")
+    ] = "raw",
     events: Annotated[int | None, typer.Option(help="Broadcast events per step")] = None,
     storm_clients: Annotated[int | None, typer.Option(help="Clients connecting at once in the storm")] = None,
     event_bytes: Annotated[int, typer.Option(help="Approximate size of one event frame")] = 200,
     pin: Annotated[
         bool, typer.Option(help="Pin a spawned server and the load generator to separate cores")
     ] = True,
+    peers: Annotated[
+        str | None,
+        typer.Option(
+            help="Instead of the scenarios: eventcast side by side with these peers (comma list of "
+            f"{', '.join(compare.PEERS)}), repeated --runs times"
+        ),
+    ] = None,
+    runs: Annotated[int, typer.Option(min=1, help="With --peers: runs per pinning mode")] = 3,
+    pinning: Annotated[
+        str,
+        typer.Option(help="With --peers: pinned (servers on core 0, load on the rest), unpinned, or both"),
+    ] = "both",
+    step_seconds: Annotated[
+        float | None,
+        typer.Option(
+            min=0.2, help="Seconds of publishing per step of the sustained rate search [3, quick 1]"
+        ),
+    ] = None,
+    search_steps: Annotated[
+        int | None,
+        typer.Option(min=0, help="Most steps of the sustained rate search (0: none) [10, quick 4]"),
+    ] = None,
+    doc: Annotated[
+        Path | None,
+        typer.Option(help="With --peers: rewrite the side-by-side section of this Markdown file"),
+    ] = None,
 ) -> None:
     """Measure a gateway: connection time, broadcast latency, delivery, deliveries/s and memory."""
-    if client not in ("raw", "websockets"):
-        raise typer.BadParameter("--client must be raw or websockets")
+    if client not in CLIENTS:
+        raise typer.BadParameter(f"--client must be one of {', '.join(CLIENTS)}")
+    if client == "picows" and importlib.util.find_spec("picows") is None:
+        raise typer.BadParameter("--client picows needs picows: pip install 'eventcast[bench]'")
+    if peers is not None:
+        peer_options = compare.PeerOptions(
+            clients=max_clients or (200 if quick else 10_000),
+            storm_clients=storm_clients or (100 if quick else 1_000),
+            events=events or 10,
+            runs=runs,
+            pinning=parse_pinning(pinning),
+            peers=parse_peers(peers),
+            step_s=step_seconds or (1.0 if quick else 3.0),
+            search_steps=10 if search_steps is None else max(1, search_steps),
+            processes=processes,
+            client=client,
+            event_bytes=event_bytes,
+        )
+        run_peers(peer_options, json_path, doc)
+        return
     if plot is not None and importlib.util.find_spec("matplotlib") is None:  # say so now, not after the run
         raise typer.BadParameter("--plot needs matplotlib: pip install 'eventcast[bench]'")
     options = build_options(
@@ -147,17 +259,11 @@ def bench(
         storm_clients=storm_clients,
         event_bytes=event_bytes,
         pin=pin,
+        search_steps=search_steps,
+        step_seconds=step_seconds,
     )
     console = Console()
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as progress:
+    with _progress(console) as progress:
         task = progress.add_task("starting", total=planned_steps(options))
         started = [False]
 
@@ -169,20 +275,22 @@ def bench(
 
         result = run_sync(options, advance)
         progress.update(task, completed=planned_steps(options), description="done")
-    report_mod.render(result, console)
+    render(result, console)
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(report_mod.to_json(result) + "\n")
+        json_path.write_text(to_json(result) + "\n")
         console.print(f"JSON written to {json_path}")
     if markdown is not None:
         markdown.parent.mkdir(parents=True, exist_ok=True)
-        markdown.write_text(report_mod.markdown_report(result))
+        markdown.write_text(markdown_report(result))
         console.print(f"Markdown tables written to {markdown}")
     if plot is not None:
         from app.bench.plot import write_charts
 
         for path in write_charts(result, plot):
             console.print(f"chart {path}")
-    failed = [c for s in result["servers"][:1] for c in (s.get("checks") or []) if c["status"] == "FAIL"]
+    failed = [
+        check for server in result["servers"][:1] for check in server_checks(server) if check.status == FAIL
+    ]
     if failed:
         raise typer.Exit(code=1)

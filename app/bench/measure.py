@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,14 +21,15 @@ from typing import Any
 import psutil
 
 from app.bench import stats
-from app.bench.publisher import HttpPublisher, event_body, padding_for
+from app.bench.publisher import HttpPublisher, padding_for
 from app.bench.server import ServerUnderTest
 from app.bench.workers import Collect, PhaseResult, StartPhase, WorkerPool
 
 POLL_S = 0.002
 IN_FLIGHT = 150_000  # sustained, flow-controlled: deliveries outstanding over all clients at most
 MIN_WINDOW = 8  # ... but at least this many events per client
-SATURATED_PCT = 90.0  # a load process above this share of a core may have limited the measurement
+SATURATED_PCT = 90.0
+STREAMS = 16  # publishing connections at a fixed rate for a server that takes one event per request  # a load process above this share of a core may have limited the measurement
 
 _phase_ids = itertools.count(int(time.time()) % 100000 * 1000)
 
@@ -38,6 +40,9 @@ class PhaseOptions:
     event_timeout_s: float = 2.0  # paced mode: longest wait for every client to get one event
     drain_timeout_s: float = 5.0  # after publishing: longest wait for every client to catch up
     channel: str = "bench"
+    # Latency from the publisher's clock (the time the request was written, carried in the event) instead
+    # of the server's "ts" (the publish-accepted time): the same yardstick for servers that stamp nothing.
+    publisher_clock: bool = False
 
 
 class MemorySampler:
@@ -103,7 +108,7 @@ class CpuMeter:
     server: ServerUnderTest
     load_cpus: Sequence[int] | None = None
     _start: dict[int, float] = field(default_factory=dict)
-    _server_start: float | None = None
+    _server_start: tuple[float, float] | None = None
     _cores_start: list[tuple[float, float]] = field(default_factory=list)
     _wall: float = 0.0
 
@@ -118,7 +123,7 @@ class CpuMeter:
     def start(self) -> None:
         self._wall = time.monotonic()
         self._start = {pid: self._cpu(pid) for pid in [os.getpid(), *self.pool_pids]}
-        self._server_start = self.server.process_cpu_seconds()
+        self._server_start = self.server.process_cpu_times()
         self._cores_start = _busy_cpu_seconds(self.load_cpus or [])
 
     def _cores_busy_pct(self) -> float | None:
@@ -136,10 +141,12 @@ class CpuMeter:
         parent = load.pop(os.getpid(), 0.0)
         workers = list(load.values())
         cores_busy = self._cores_busy_pct()
-        server_now = self.server.process_cpu_seconds()
-        server_pct = server_cpu_s = None
+        server_now = self.server.process_cpu_times()
+        server_pct = server_cpu_s = server_user_s = server_sys_s = None
         if server_now is not None and self._server_start is not None:
-            server_cpu_s = max(0.0, server_now - self._server_start)
+            server_user_s = max(0.0, server_now[0] - self._server_start[0])
+            server_sys_s = max(0.0, server_now[1] - self._server_start[1])
+            server_cpu_s = server_user_s + server_sys_s
             server_pct = round(server_cpu_s / wall * 100.0, 1)
         busiest = max([parent, *workers])
         return {
@@ -151,6 +158,9 @@ class CpuMeter:
             "load_cpu_s": round(sum(used.values()), 4),
             "server_pct": server_pct,
             "server_cpu_s": None if server_cpu_s is None else round(server_cpu_s, 4),
+            # user: the server's own code; system: the kernel working for it (socket writes, loopback TCP)
+            "server_user_s": None if server_user_s is None else round(server_user_s, 4),
+            "server_sys_s": None if server_sys_s is None else round(server_sys_s, 4),
             "wall_s": round(wall, 4),
         }
 
@@ -180,6 +190,8 @@ def server_efficiency(figures: dict[str, Any]) -> dict[str, Any]:
         "measured_deliveries_per_s": figures["throughput"]["deliveries_per_s"],
         # per published event (a paced broadcast: what one fan-out to every client cost each side)
         "server_cpu_ms_per_event": round(cpu_s * 1e3 / events, 3) if cpu_s and events else None,
+        "server_user_ms_per_event": _per_event(cpu.get("server_user_s"), events),
+        "server_sys_ms_per_event": _per_event(cpu.get("server_sys_s"), events),
         "load_cpu_ms_per_event": round(load_s * 1e3 / events, 3) if load_s and events else None,
         # per HTTP request (the publish flood)
         "server_cpu_us_per_request": None if per_request is None else round(per_request, 1),
@@ -193,6 +205,15 @@ def server_efficiency(figures: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def achieved(events: int, seconds: float, last_post_s: float) -> float:
+    """Events/s the publisher kept: over the window, or up to its last request when it ran late."""
+    return round(events / max(seconds, last_post_s, 1e-6), 1)
+
+
+def _per_event(seconds: float | None, events: int) -> float | None:
+    return round(seconds * 1e3 / events, 3) if seconds is not None and events else None
+
+
 def aggregate(results: Sequence[PhaseResult], expected: int, started_ms: float) -> dict[str, Any]:
     """Fold the workers' phase results into the step figures (delivery, latency, time to last, throughput)."""
     clients = sum(r.clients for r in results)
@@ -203,12 +224,16 @@ def aggregate(results: Sequence[PhaseResult], expected: int, started_ms: float) 
     latency_max = max((r.latency_max_ms for r in results), default=0.0)
     latency = stats.summarize_histogram(histogram, latency_max if unique else None, latency_sum)
     time_to_last: list[float] = []
+    time_to_first: list[float] = []
     last_arrival = 0.0
     for seq in range(expected):
         arrivals = sum(r.arrivals[seq] for r in results if seq < len(r.arrivals))
         ts = max((r.event_ts[seq] for r in results if seq < len(r.event_ts)), default=0.0)
         last = max((r.last_arrival[seq] for r in results if seq < len(r.last_arrival)), default=0.0)
+        firsts = [r.first_arrival[seq] for r in results if seq < len(r.first_arrival) and r.arrivals[seq]]
         last_arrival = max(last_arrival, last)
+        if firsts and ts > 0:
+            time_to_first.append(min(firsts) - ts)
         if clients and arrivals == clients and ts > 0:
             time_to_last.append(last - ts)
     window_s = max(1e-6, (last_arrival - started_ms) / 1000.0) if last_arrival else None
@@ -223,6 +248,7 @@ def aggregate(results: Sequence[PhaseResult], expected: int, started_ms: float) 
             "out_of_order": sum(r.out_of_order for r in results),
             "stray": sum(r.stray for r in results),
             "disconnected_clients": sum(r.disconnected for r in results),
+            "close_codes": dict(sum((Counter(r.close_codes) for r in results), Counter())),
             "rate": round(unique / total_expected, 6) if total_expected else None,
         },
         "latency": latency.as_dict(),
@@ -231,6 +257,8 @@ def aggregate(results: Sequence[PhaseResult], expected: int, started_ms: float) 
             **stats.summarize_samples(time_to_last).as_dict(),
             "complete_events": len(time_to_last),
         },
+        # the first client's arrival: what the server's fan-out costs before its first write reaches anyone
+        "time_to_first": stats.summarize_samples(time_to_first).as_dict(),
         "throughput": {
             "seconds": round(window_s, 4) if window_s else None,
             "deliveries_per_s": round(unique / window_s, 1) if window_s else None,
@@ -256,10 +284,15 @@ class PhaseRunner:
         self.pad = padding_for(options.event_bytes)
 
     def _publisher(self) -> HttpPublisher:
-        return HttpPublisher(self.server.publish_url, self.server.token)
+        return HttpPublisher(
+            self.server.publish_url, self.server.token, accepted=self.server.dialect.accepted
+        )
 
     def _body(self, phase_id: int, seqs: Sequence[int]) -> bytes:
-        return event_body(self.options.channel, phase_id, seqs, self.pad)
+        dialect = self.server.dialect
+        stamp = self.options.publisher_clock or not dialect.stamps
+        sent_ms = time.time() * 1000.0 if stamp else None
+        return dialect.body(self.options.channel, phase_id, seqs, self.pad, sent_ms)
 
     async def _wait(self, done: Callable[[], bool], timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -315,15 +348,23 @@ class PhaseRunner:
         async def publish(phase_id: int) -> dict[str, Any]:
             publisher = self._publisher()
             publish_ms: list[float] = []
+            errors: dict[str, int] = {}
+            published = 0
             try:
                 for seq in range(events):
-                    publish_ms.append(await publisher.publish(self._body(phase_id, [seq])))
+                    try:
+                        publish_ms.append(await publisher.publish(self._body(phase_id, [seq])))
+                    except Exception as error:  # the server did not answer (in time): the phase ends here,
+                        errors[type(error).__name__] = 1  # and counts the events it had accepted
+                        break
+                    published += 1
                     await self._wait(self._reached(seq), self.options.event_timeout_s)
             finally:
                 await publisher.close()
             return {
-                "events": events,
+                "events": published,
                 "mode": "paced",
+                "publish_errors": errors,
                 "publish_retries": publisher.retries,
                 "publish_latency": stats.summarize_samples(publish_ms).as_dict(),
             }
@@ -333,19 +374,28 @@ class PhaseRunner:
     async def sustained(self, seconds: float, rate: float | None, batch: int = 100) -> dict[str, Any]:
         """Publish for `seconds`: at `rate` events/s, or (rate None) as fast as the slowest client keeps up."""
 
+        if not self.server.dialect.batches:
+            batch = 1  # one event per request: the server takes no lists
+            if rate is not None:
+                return await self._phase(
+                    STREAMS, lambda phase_id: self._paced_streams(phase_id, seconds, rate)
+                )
+
         async def publish(phase_id: int) -> dict[str, Any]:
             publisher = self._publisher()
             clients = max(1, self.pool.read_progress().live)
             # Events a client may lag behind, published in halves so the next batch is already queued while
             # the previous one is delivered. At most IN_FLIGHT deliveries are outstanding over all clients
-            # (150 ms at the 1M/s target, the issue's own latency bound): a bigger backlog would sit in the
+            # (150 ms at the 1M/s target, the sustained latency bound): a bigger backlog would sit in the
             # subscribers' socket buffers whenever the load generator is the slower side and show up as
             # latency the gateway did not add; a smaller one would publish in batches too small to coalesce.
             window = max(MIN_WINDOW, min(2000, IN_FLIGHT // clients))
             step = max(1, min(batch, window // 2))
             sent = 0
             posts: list[float] = []
+            errors: dict[str, int] = {}
             started = time.monotonic()
+            last_post = started
             end = started + seconds
             try:
                 while time.monotonic() < end:
@@ -362,7 +412,28 @@ class PhaseRunner:
                     if allowed <= 0:
                         await asyncio.sleep(POLL_S)
                         continue
-                    posts.append(await publisher.publish(self._body(phase_id, range(sent, sent + allowed))))
+                    last_post = time.monotonic()
+                    try:
+                        posts.append(
+                            await publisher.publish(self._body(phase_id, range(sent, sent + allowed)))
+                        )
+                    except Exception as error:  # the step failed; what was published so far is measured
+                        errors[type(error).__name__] = errors.get(type(error).__name__, 0) + 1
+                        break
+                    sent += allowed
+                # at a fixed rate, what fell due while the last requests were answered goes out too: a slow
+                # answer must show as latency and a lower kept rate, not as events never offered
+                due_total = int(seconds * rate) if rate is not None else 0
+                while not errors and sent < due_total:
+                    allowed = min(due_total - sent, batch)
+                    last_post = time.monotonic()
+                    try:
+                        posts.append(
+                            await publisher.publish(self._body(phase_id, range(sent, sent + allowed)))
+                        )
+                    except Exception as error:
+                        errors[type(error).__name__] = errors.get(type(error).__name__, 0) + 1
+                        break
                     sent += allowed
             finally:
                 await publisher.close()
@@ -370,13 +441,63 @@ class PhaseRunner:
                 "events": sent,
                 "mode": "rate" if rate is not None else "flow-controlled",
                 "target_rate": rate,
+                "achieved_rate": achieved(sent, seconds, last_post - started),
                 "batch": batch if rate is not None else step,
                 "window": None if rate is not None else window,
+                "publish_errors": errors,
                 "publish_retries": publisher.retries,
                 "publish_latency": stats.summarize_samples(posts).as_dict(),
             }
 
         return await self._phase(1, publish)
+
+    async def _paced_streams(self, phase_id: int, seconds: float, rate: float) -> dict[str, Any]:
+        """`rate` events/s for `seconds` over STREAMS keep-alive connections, for a server that takes one event
+        per request and answers only once it has fanned the event out (nchan): event n goes at n / rate on
+        connection n % STREAMS, so each connection's events stay one ordered stream (and are counted so)."""
+        total = max(1, int(seconds * rate))
+        publishers = [self._publisher() for _ in range(STREAMS)]
+        published = [0] * STREAMS
+        posts: list[float] = []
+        errors: dict[str, int] = {}
+        started = time.monotonic()
+        last_post = [started]
+        deadline = started + 3 * seconds + self.options.drain_timeout_s  # a publisher that lags gives up
+
+        async def stream(index: int) -> None:
+            for seq in range(index, total, STREAMS):
+                due = started + seq / rate
+                now = time.monotonic()
+                if now >= deadline:
+                    return
+                if due > now:
+                    await asyncio.sleep(due - now)
+                last_post[0] = max(last_post[0], time.monotonic())
+                try:
+                    posts.append(await publishers[index].publish(self._body(phase_id, [seq])))
+                except Exception as error:  # a step the server could not take: a figure, not a crash
+                    errors[type(error).__name__] = errors.get(type(error).__name__, 0) + 1
+                    return
+                published[index] += 1
+
+        try:
+            await asyncio.gather(*(stream(index) for index in range(STREAMS)))
+        finally:
+            await asyncio.gather(*(publisher.close() for publisher in publishers))
+        # the events counted: the longest run 0..n-1 every stream published in full
+        events = min(min(total, count * STREAMS + index) for index, count in enumerate(published))
+        return {
+            "events": events,
+            "mode": "rate",
+            "target_rate": rate,
+            "achieved_rate": achieved(events, seconds, last_post[0] - started),
+            "batch": 1,
+            "window": None,
+            "publishers": STREAMS,
+            "publish_errors": errors,
+            "publish_retries": sum(publisher.retries for publisher in publishers),
+            "publish_latency": stats.summarize_samples(posts).as_dict(),
+        }
 
     async def flood(self, seconds: float, concurrency: int, batch: int) -> dict[str, Any]:
         """HTTP publish throughput: `concurrency` connections posting batches of `batch` as fast as answered."""
@@ -395,7 +516,7 @@ class PhaseRunner:
                 first = rounds[stream] * batch
                 seqs = [stream + concurrency * (first + k) for k in range(batch)]
                 status, _, latency = await publishers[stream].post(self._body(phase_id, seqs))
-                if status != 202:
+                if status not in self.server.dialect.accepted:
                     errors[f"HTTP {status}"] = errors.get(f"HTTP {status}", 0) + 1
                     return
                 rounds[stream] += 1

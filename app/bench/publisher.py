@@ -8,14 +8,14 @@ the stream's buffered reader, so one load process can drive tens of thousands of
 from __future__ import annotations
 
 import asyncio
-import json
 import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-EVENT_TYPE = "bench.tick"
+from app.bench.server import EVENTCAST_DIALECT
+
 RETRIES = 5  # a 429/503 is retried (the gateway accepted nothing of that request), then the run stops
 RETRY_PAUSE_S = 0.1
 
@@ -29,12 +29,8 @@ class PublishError(Exception):
 
 
 def event_body(channel: str, phase_id: int, seqs: Sequence[int], pad: str) -> bytes:
-    """JSON for one event (one seq) or a batch; data keeps "bench" then "seq" first (the client relies on it)."""
-    events = [
-        {"channel": channel, "type": EVENT_TYPE, "data": {"bench": phase_id, "seq": seq, "pad": pad}}
-        for seq in seqs
-    ]
-    return json.dumps(events[0] if len(events) == 1 else events, separators=(",", ":")).encode()
+    """The gateway's JSON for one event (one seq) or a batch (see `Dialect.body`)."""
+    return EVENTCAST_DIALECT.body(channel, phase_id, seqs, pad)
 
 
 def padding_for(event_bytes: int) -> str:
@@ -63,8 +59,11 @@ class Endpoint:
 class HttpPublisher:
     """One keep-alive connection; one request in flight at a time (so its events stay in order)."""
 
-    def __init__(self, url: str, token: str | None = None, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, url: str, token: str | None = None, timeout_s: float = 10.0, accepted: tuple[int, ...] = (202,)
+    ) -> None:
         self.endpoint = Endpoint.from_url(url)
+        self.accepted = accepted
         self.timeout_s = timeout_s
         host = self.endpoint.host
         header = f"POST {self.endpoint.path} HTTP/1.1\r\nHost: {host}:{self.endpoint.port}\r\n"
@@ -139,10 +138,11 @@ class HttpPublisher:
         return status, await reader.readexactly(length), keep
 
     async def publish(self, body: bytes) -> float:
-        """Post and require 202, retrying a 429/503 a few times (counted); returns the latency in ms."""
+        """Post and require an accepting status (202 for the gateway), retrying a 429/503 a few times
+        (counted); returns the latency in ms."""
         for attempt in range(RETRIES + 1):
             status, payload, latency = await self.post(body)
-            if status == 202:
+            if status in self.accepted:
                 return latency
             if status not in (429, 503) or attempt == RETRIES:
                 break

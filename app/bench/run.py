@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import math
 import os
 import platform
@@ -19,13 +20,14 @@ from typing import Any
 
 import psutil
 
-from app.bench import report as report_mod
+from app.bench import fastcount
 from app.bench import server as server_mod
+from app.bench.checks import first_targets, performance_targets
+from app.bench.figures import comparison, key_figures, limits_notes
 from app.bench.scenarios import WORKER_COUNTS, BenchConfig, ScenarioRunner, redis_publish_planned
-from app.bench.workers import WorkerPool, raise_file_limit
+from app.bench.workers import CLIENTS_PER_PROCESS, WorkerPool, raise_file_limit
 
 SCHEMA_VERSION = 1
-CLIENTS_PER_PROCESS = 15000  # stays below a 20k open-file limit per load process
 
 
 @dataclass
@@ -94,6 +96,8 @@ def machine_info() -> dict[str, Any]:
         "cpu_model": cpu_model,
         "memory_bytes": psutil.virtual_memory().total,
         "open_files_limit": raise_file_limit(),
+        # the raw and picows clients count frames in C (fastcount) unless it could not be built here
+        "frame_counter": fastcount.available() or "c",
         "versions": versions,
     }
 
@@ -134,7 +138,7 @@ async def _run_server(
         "scenarios": scenarios,
     }
     targets = scenarios.get("targets")
-    entry["checks"] = [c.as_dict() for c in report_mod.target_checks(targets)] if targets else None
+    entry["checks"] = [c.first_target_dict() for c in first_targets(targets)] if targets else None
     return entry
 
 
@@ -179,8 +183,8 @@ async def execute(options: RunOptions, advance: Callable[[str], None] | None = N
     for make in targets:
         servers.append(await _run_server(make, options, load_cpus, advance))
     finished = time.time()
-    comparison = report_mod.comparison(servers[0], servers[1]) if len(servers) > 1 else None
-    notes = [note for server in servers for note in report_mod.limits_notes(server)]
+    compared = [row.as_dict() for row in comparison(servers[0], servers[1])] if len(servers) > 1 else None
+    notes = [note for server in servers for note in limits_notes(server)]
     config = asdict(options.config)
     config["scenarios"] = list(options.config.scenarios)
     report: dict[str, Any] = {
@@ -202,13 +206,31 @@ async def execute(options: RunOptions, advance: Callable[[str], None] | None = N
             "token_set": bool(options.token),
         },
         "servers": servers,
-        "comparison": comparison,
+        "comparison": compared,
         "notes": notes,
     }
-    report["performance_targets"] = [v.as_dict() for v in report_mod.performance_targets(report)]
-    report["key_figures"] = report_mod.key_figures(report)
+    report["performance_targets"] = [check.as_dict() for check in performance_targets(report)]
+    report["key_figures"] = [row.as_dict() for row in key_figures(report)]
     return report
 
 
 def run_sync(options: RunOptions, advance: Callable[[str], None] | None = None) -> dict[str, Any]:
     return asyncio.run(execute(options, advance))
+
+
+def to_json(value: Any, indent: int = 1, _level: int = 0) -> str:
+    """JSON with one key per line, except that a list or object holding only scalars (samples, histograms,
+    per-process CPU) stays on one line: diffable, and a fraction of the size of `json.dumps(indent=...)`."""
+
+    def scalar(item: Any) -> bool:
+        return not isinstance(item, dict | list)
+
+    if isinstance(value, dict) and value and not all(scalar(v) for v in value.values()):
+        pad, inner = " " * indent * _level, " " * indent * (_level + 1)
+        items = [f"{inner}{json.dumps(str(k))}: {to_json(v, indent, _level + 1)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(value, list) and value and not all(scalar(v) for v in value):
+        pad, inner = " " * indent * _level, " " * indent * (_level + 1)
+        items = [f"{inner}{to_json(v, indent, _level + 1)}" for v in value]
+        return "[\n" + ",\n".join(items) + "\n" + pad + "]"
+    return json.dumps(value, separators=(",", ":"))

@@ -22,17 +22,19 @@ import psutil
 from app.bench import server as server_mod
 from app.bench import stats
 from app.bench.measure import MemorySampler, PhaseOptions, PhaseRunner
-from app.bench.server import ServerUnderTest, is_loopback, with_channel
+from app.bench.ratesearch import RateStep, SearchOptions, search_rate, step_from_phase
+from app.bench.server import ServerUnderTest, is_loopback
 from app.bench.workers import CloseAll, Connect, ConnectResult, WorkerPool
 
 SCENARIOS = ("targets", "storm", "ramp", "sustained", "publish", "workers")
 DEFAULT_SCENARIOS = ("targets", "storm", "ramp", "sustained")
-WORKER_COUNTS = (1, 2)  # the `workers` scenario: issue 6's "2 workers on 2 cores vs 1 worker"
+WORKER_COUNTS = (1, 2)  # the `workers` scenario: "2 workers on 2 cores vs 1 worker"
 TARGET_STEPS = (1, 10, 20, 50, 100)
 RAMP_STEPS = (1, 10, 50, 100, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000)
 CLIENTS_PER_SOURCE_ADDRESS = 25000  # below the 28k ephemeral ports one source address has towards one port
 SETTLE_S = 0.5
 SAMPLES_KEPT = 500  # raw connect times kept per step in the JSON
+START_DELIVERIES_PER_S = 100_000.0  # the rate search's first step, as deliveries/s over all clients
 
 
 @dataclass
@@ -54,6 +56,10 @@ class BenchConfig:
     connect_timeout_s: float = 10.0
     connect_concurrency: int = 200
     client: str = "raw"
+    search_steps: int = (
+        10  # `sustained`: steps of the search over rates after the fixed-window phase (0: none)
+    )
+    search_step_s: float = 3.0  # seconds of publishing per step of that search
     phase: PhaseOptions = field(default_factory=PhaseOptions)
     quick: bool = False
 
@@ -117,7 +123,7 @@ class ScenarioRunner:
         self.advance = advance
         self.memory = MemorySampler(server)
         self.phases = PhaseRunner(server, pool, config.phase, self.memory)
-        self.url = with_channel(server.ws_url, config.phase.channel)
+        self.url = server.dialect.subscribe_url(server.ws_url, config.phase.channel)
         self.sources = config.source_addresses(server.ws_url)
         self.clients = 0
         self.idle_rss: int | None = None
@@ -133,6 +139,8 @@ class ScenarioRunner:
             concurrency or self.config.connect_concurrency,
             self.sources,
             self.config.client,
+            self.server.dialect.welcome,
+            greeting=self.server.dialect.greeting,
         )
         started = time.monotonic()
         results = await self.pool.connect(
@@ -248,13 +256,35 @@ class ScenarioRunner:
         memory = await self.memory_step(self.clients)
         sustained = await self.phases.sustained(self.config.duration_s, self.config.rate)
         memory["peak_rss_bytes"] = sustained.pop("memory_peak_bytes")
-        return {
+        result: dict[str, Any] = {
             "clients": clients,
             "connected": self.clients,
             "connect": connect,
             "memory": memory,
             "sustained": sustained,
         }
+        if self.config.search_steps:
+            result["search"] = await self.search_rate(
+                clients, self.config.search_step_s, self.config.search_steps
+            )
+        return result
+
+    async def search_rate(self, clients: int, step_s: float, steps: int) -> dict[str, Any]:
+        """Sustained throughput as a search over rates (app/bench/ratesearch.py): the highest rate at which every
+        event reaches every client and p99 <= 150 ms. Clients a failed step cost (a slow consumer is cut) are
+        reconnected before the next step."""
+
+        async def measure(rate: float) -> RateStep:
+            live = self.pool.read_progress().live
+            if live < clients:
+                self.clients = live
+                await self.connect(clients)
+            phase = await self.phases.sustained(step_s, rate)
+            phase.pop("memory_peak_bytes", None)
+            return step_from_phase(rate, phase)
+
+        options = SearchOptions(start_rate=START_DELIVERIES_PER_S / max(1, clients), max_steps=steps)
+        return (await search_rate(measure, options)).as_dict(options.p99_bound_ms)
 
     async def publish_runs(self, engine: str = "") -> list[dict[str, Any]]:
         runs = []
@@ -474,7 +504,7 @@ def _cpu_seconds(processes: Sequence[psutil.Process]) -> list[float]:
 
 
 def scaling_ratios(one: dict[str, Any] | None, two: dict[str, Any] | None) -> dict[str, Any]:
-    """Issue 6's 2-workers-vs-1 figures from the two runs of the `workers` scenario.
+    """The 2-workers-vs-1 figures from the two runs of the `workers` scenario.
 
     `ratio_measured` = deliveries/s with 2 workers / with 1. `ratio_projected` = 2 x (server CPU us per
     delivery, 1 worker) / (server CPU us per delivery, 2 workers): what 2 workers with a core each would give

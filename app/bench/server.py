@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import os
+import resource
 import shutil
 import signal
 import socket
+import string
 import subprocess
 import sys
 import tempfile
@@ -64,11 +68,67 @@ def parse_metric(text: str, name: str) -> float | None:
     return total
 
 
+EVENT_TYPE = "bench.tick"
+NCHAN_CONF = Path(__file__).with_name("peers") / "nchan.conf"
+NCHAN_MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
+SOCKETIO_DIR = Path(__file__).with_name("peers") / "socketio"
+NPM_TIMEOUT_S = 300.0
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How the bench talks to one kind of server: where subscribers connect, what a publish body is, which
+    answer accepts it, and which frames come before the events (the events stay the same bench data)."""
+
+    name: str
+    welcome: int  # frames after the upgrade before events: a welcome (1), none (0), open + connect (2)
+    batches: bool  # one POST may carry a list of events
+    accepted: tuple[int, ...]  # HTTP statuses that mean "published"
+    stamps: bool = True  # the server stamps each event with its own "ts" (else the publisher's clock is used)
+    greeting: bytes = b""  # a text frame each subscriber sends once upgraded
+
+    def subscribe_url(self, ws_url: str, channel: str) -> str:
+        if self.name == "nchan":
+            return ws_url.rstrip("/") + "/" + channel
+        if self.name == "socketio":  # one namespace, every client gets every event
+            return ws_url.rstrip("/") + "/socket.io/?EIO=4&transport=websocket"
+        return with_channel(ws_url, channel)
+
+    def body(
+        self, channel: str, phase_id: int, seqs: Sequence[int], pad: str, sent_ms: float | None = None
+    ) -> bytes:
+        """One event (one seq) or a batch. `data` keeps "bench", "seq" (and the publisher's "ts") first: the
+        client reads them with one regex. nchan delivers the body as is, so its body is the data alone."""
+
+        def data(seq: int) -> dict[str, object]:
+            item: dict[str, object] = {"bench": phase_id, "seq": seq}
+            if sent_ms is not None:
+                item["ts"] = round(sent_ms, 3)
+            item["pad"] = pad
+            return item
+
+        if not self.batches:
+            if len(seqs) != 1:
+                raise ValueError(f"{self.name} takes one message per publish")
+            return json.dumps(data(seqs[0]), separators=(",", ":")).encode()
+        events = [{"channel": channel, "type": EVENT_TYPE, "data": data(seq)} for seq in seqs]
+        return json.dumps(events[0] if len(events) == 1 else events, separators=(",", ":")).encode()
+
+
+EVENTCAST_DIALECT = Dialect("eventcast", welcome=1, batches=True, accepted=(202,))
+NCHAN_DIALECT = Dialect("nchan", welcome=0, batches=False, accepted=(200, 201, 202), stamps=False)
+# engine.io's open packet, then the namespace's connect answer to the client's "40"; events come as
+# 42["event",{...}], whose data the bench reads as from any other server
+SOCKETIO_DIALECT = Dialect(
+    "socketio", welcome=2, batches=False, accepted=(202,), stamps=False, greeting=b"40"
+)
+
+
 @dataclass
 class ServerUnderTest:
     """One server the scenarios run against."""
 
-    label: str  # "eventcast" or "baseline"
+    label: str  # "eventcast", "baseline" or a peer's name ("nginx+nchan")
     ws_url: str
     publish_url: str
     token: str | None = None
@@ -78,6 +138,9 @@ class ServerUnderTest:
     log_path: Path | None = None
     cpus: Sequence[int] | None = None
     has_metrics: bool = True
+    dialect: Dialect = EVENTCAST_DIALECT
+    workdir: Path | None = None  # a private directory the bench made for this server (removed on stop)
+    companions: list[RedisProcess] = field(default_factory=list)  # what it needs, stopped after it
     _client: httpx.AsyncClient | None = field(default=None, repr=False)
 
     @property
@@ -114,15 +177,21 @@ class ServerUnderTest:
         return total
 
     def process_cpu_seconds(self) -> float | None:
+        split = self.process_cpu_times()
+        return None if split is None else split[0] + split[1]
+
+    def process_cpu_times(self) -> tuple[float, float] | None:
+        """(user, system) CPU seconds so far of the whole spawned process tree; None for a remote server."""
         tree = self._tree()
         if not tree:
             return None
-        total = 0.0
+        user = system = 0.0
         for proc in tree:
             with contextlib.suppress(psutil.Error):
                 times = proc.cpu_times()
-                total += times.user + times.system
-        return total
+                user += times.user
+                system += times.system
+        return user, system
 
     def worker_processes(self) -> list[psutil.Process]:
         """The processes that serve clients: the spawned process itself with one worker, uvicorn's spawned
@@ -233,6 +302,12 @@ class ServerUnderTest:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=5.0)
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+        companions, self.companions = self.companions, []
+        for companion in companions:
+            await companion.stop()
 
 
 def _spawn(
@@ -291,6 +366,91 @@ def spawn_baseline(cpus: Sequence[int] | None = None, port: int | None = None) -
     argv = [sys.executable, "-m", "app.bench.baseline", "--host", "127.0.0.1", "--port", str(port)]
     server = _spawn("baseline", argv, port, cpus, {})
     server.has_metrics = False
+    return server
+
+
+def nchan_missing() -> str | None:
+    """Why nginx + nchan cannot run here (None: it can)."""
+    if shutil.which("nginx") is None:
+        return "nginx not found on PATH (Debian: apt-get install nginx libnginx-mod-nchan; make system-deps)"
+    if not NCHAN_MODULE.exists():
+        return f"{NCHAN_MODULE} missing (Debian: apt-get install libnginx-mod-nchan; make system-deps)"
+    return None
+
+
+def spawn_nchan(cpus: Sequence[int] | None = None, port: int | None = None) -> ServerUnderTest:
+    """Start Debian's nginx with the nchan module, one worker, from the repo's config (app/bench/peers), on
+    127.0.0.1 and a free port, in a private directory."""
+    missing = nchan_missing()
+    if missing:
+        raise RuntimeError(missing)
+    port = port or free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="eventcast-bench-nchan-"))
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if nofile == resource.RLIM_INFINITY:
+        nofile = 1 << 20
+    config = string.Template(NCHAN_CONF.read_text()).substitute(dir=workdir, port=port, nofile=nofile)
+    (workdir / "nginx.conf").write_text(config)
+    argv = ["nginx", "-c", str(workdir / "nginx.conf"), "-p", str(workdir), "-e", str(workdir / "error.log")]
+    server = _spawn("nchan", argv, port, cpus, {})
+    server.label = "nginx+nchan"
+    server.ws_url = f"ws://127.0.0.1:{port}/sub"
+    server.publish_url = f"http://127.0.0.1:{port}/pub/bench"
+    server.has_metrics = False
+    server.dialect = NCHAN_DIALECT
+    server.workdir = workdir
+    return server
+
+
+def socketio_missing() -> str | None:
+    """Why the socket.io peer cannot run here (None: it can)."""
+    for tool, package in (("node", "nodejs"), ("npm", "npm"), ("redis-server", "redis-server")):
+        if shutil.which(tool) is None:
+            return f"{tool} not found on PATH (Debian: apt-get install {package}; make system-deps)"
+    return None
+
+
+def socketio_modules() -> Path:
+    """The socket.io peer's npm packages (app/bench/peers/socketio/package.json), installed once into the
+    bench's cache directory (named after package.json's hash) with npm; returns its node_modules."""
+    manifest = (SOCKETIO_DIR / "package.json").read_bytes()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    target = Path(base) / "eventcast-bench" / f"socketio-{hashlib.sha256(manifest).hexdigest()[:16]}"
+    modules = target / "node_modules"
+    if (modules / ".eventcast-complete").exists():
+        return modules
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "package.json").write_bytes(manifest)
+    done = subprocess.run(
+        ["npm", "install", "--no-audit", "--no-fund", "--omit=dev", "--loglevel=error"],
+        cwd=target,
+        capture_output=True,
+        text=True,
+        timeout=NPM_TIMEOUT_S,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"npm install for the socket.io peer failed: {done.stderr[-500:]}")
+    (modules / ".eventcast-complete").write_text("")
+    return modules
+
+
+def spawn_socketio(cpus: Sequence[int] | None = None, port: int | None = None) -> ServerUnderTest:
+    """Start socket.io 4 with @socket.io/redis-adapter (one Node process, app/bench/peers/socketio/server.js)
+    on 127.0.0.1 and a free port, with a throwaway redis-server for its adapter."""
+    missing = socketio_missing()
+    if missing:
+        raise RuntimeError(missing)
+    modules = socketio_modules()
+    redis = spawn_redis()
+    port = port or free_port()
+    env = {"PORT": str(port), "REDIS_URL": redis.url, "NODE_PATH": str(modules), "NODE_ENV": "production"}
+    server = _spawn("socketio", ["node", str(SOCKETIO_DIR / "server.js")], port, cpus, env)
+    server.label = "socket.io"
+    server.ws_url = f"ws://127.0.0.1:{port}"
+    server.publish_url = f"http://127.0.0.1:{port}/pub/bench"
+    server.has_metrics = False
+    server.dialect = SOCKETIO_DIALECT
+    server.companions = [redis]
     return server
 
 

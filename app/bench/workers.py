@@ -22,11 +22,14 @@ from dataclasses import dataclass, field
 from multiprocessing.sharedctypes import SynchronizedArray
 from typing import Any
 
+from app.bench import fastcount
 from app.bench.client import LibraryClient, Phase, Target, Tracker, open_raw
+from app.bench.fastcount import CPhase, CTracker
 
 PROGRESS_SLOTS = 3  # per worker: min max_seq, min unique count, live clients
 PROGRESS_INTERVAL_S = 0.02
 COMMAND_TIMEOUT_S = 600.0
+CLIENTS_PER_PROCESS = 15_000  # stays below a 20k open-file limit per load process
 
 
 # Commands (parent -> worker) and replies --------------------------------------------------------------------
@@ -38,7 +41,10 @@ class Connect:
     timeout_s: float
     concurrency: int
     local_hosts: tuple[str, ...] = ()
-    client: str = "raw"  # raw | websockets
+    client: str = "raw"  # raw | picows | websockets
+    welcome: int = 1  # frames before the events: eventcast's welcome, none (nchan), two (socket.io)
+    counting: str = "auto"  # auto: in C (fastcount) when it builds, for raw and picows; python: the Tracker
+    greeting: bytes = b""  # a text frame each client sends once upgraded (socket.io joins its namespace)
 
 
 @dataclass
@@ -70,9 +76,11 @@ class PhaseResult:
     lost: int
     stray: int
     histogram: list[int]
+    close_codes: dict[str, int]  # clients lost during the phase, by the server's close code
     latency_sum_ms: float
     latency_max_ms: float
     event_ts: list[float]
+    first_arrival: list[float]
     last_arrival: list[float]
     arrivals: list[int]
 
@@ -105,15 +113,35 @@ class WorkerState:
     index: int
     progress: SynchronizedArray[Any]
     clients: set[Any] = field(default_factory=set)
-    phase: Phase = field(default_factory=Phase)
-    phase_trackers: list[Tracker] = field(default_factory=list)
+    phase: Phase | CPhase = field(default_factory=Phase)
+    phase_trackers: list[Any] = field(default_factory=list)  # Tracker, or CTracker with the C counter
     counter: int = 0
+    counting: str = "python"  # "c": raw and picows clients count in C (fastcount), from the first Connect
+    close_codes: Counter[str] = field(
+        default_factory=Counter
+    )  # clients the server cut in this phase, by code
+    closing: bool = False  # the bench itself is closing its clients
 
     def lost_client(self, client: Any) -> None:
+        if client in self.clients and not self.closing:
+            code = getattr(client, "close_code", None)
+            self.close_codes[str(code) if code is not None else "no close frame"] += 1
         self.clients.discard(client)
 
+    def new_tracker(self, welcome: int) -> Tracker | CTracker:
+        phase = self.phase
+        if isinstance(phase, CPhase):
+            return CTracker(phase, welcome)
+        return Tracker(phase, welcome)
+
     async def connect(self, command: Connect) -> ConnectResult:
-        target = Target.from_url(command.url, command.token)
+        wants_c = command.client in ("raw", "picows") and command.counting == "auto"
+        if wants_c and not self.clients and fastcount.available() is None:
+            self.counting = "c"
+            if not isinstance(self.phase, CPhase):
+                self.phase = CPhase(self.phase.phase_id, self.phase.streams)
+        target = Target.from_url(command.url, command.token, command.welcome, command.greeting)
+        subscribe_url = command.url
         semaphore = asyncio.Semaphore(max(1, command.concurrency))
         failures: Counter[str] = Counter()
         durations: list[float] = []
@@ -126,16 +154,30 @@ class WorkerState:
                     if command.local_hosts
                     else None
                 )
-                tracker = Tracker(self.phase)
+                tracker = self.new_tracker(command.welcome)
                 started = time.perf_counter()
                 try:
                     if command.client == "websockets":
+                        assert isinstance(tracker, Tracker)
                         library = LibraryClient(tracker, self.lost_client)
                         await asyncio.wait_for(
-                            library.open(command.url, command.token, command.timeout_s, local),
+                            library.open(
+                                command.url,
+                                command.token,
+                                command.timeout_s,
+                                local,
+                                command.welcome,
+                                command.greeting,
+                            ),
                             command.timeout_s,
                         )
                         client: Any = library
+                    elif command.client == "picows":
+                        from app.bench.picows_client import open_picows
+
+                        client = await open_picows(
+                            subscribe_url, target, tracker, self.lost_client, command.timeout_s, local
+                        )
                     else:
                         client = await open_raw(target, tracker, self.lost_client, command.timeout_s, local)
                 except TimeoutError:
@@ -152,22 +194,56 @@ class WorkerState:
         return ConnectResult(durations, dict(failures), len(self.clients))
 
     def start_phase(self, command: StartPhase) -> None:
-        self.phase = Phase(phase_id=command.phase_id, streams=max(1, command.streams))
+        self.close_codes = Counter()
+        streams = max(1, command.streams)
+        if self.counting == "c":
+            self.phase = CPhase(command.phase_id, streams)
+        else:
+            self.phase = Phase(phase_id=command.phase_id, streams=streams)
         self.phase_trackers = [client.tracker for client in self.clients]
         for tracker in self.phase_trackers:
             tracker.reset(self.phase)
         self.publish_progress()
 
     def publish_progress(self) -> None:
-        live = [t for t in self.phase_trackers if not t.closed]
         base = self.index * PROGRESS_SLOTS
-        self.progress[base] = min((t.max_seq for t in live), default=1 << 62)
-        self.progress[base + 1] = min((t.unique for t in live), default=1 << 62)
-        self.progress[base + 2] = len(live)
+        if isinstance(self.phase, CPhase):
+            lowest_seq, lowest_unique, live_count = fastcount.progress(self.phase_trackers)
+        else:
+            live = [t for t in self.phase_trackers if not t.closed]
+            lowest_seq = min((t.max_seq for t in live), default=1 << 62)
+            lowest_unique = min((t.unique for t in live), default=1 << 62)
+            live_count = len(live)
+        self.progress[base] = lowest_seq
+        self.progress[base + 1] = lowest_unique
+        self.progress[base + 2] = live_count
 
     def collect(self, command: Collect) -> PhaseResult:
         phase, trackers = self.phase, self.phase_trackers
         expected = command.expected
+        if isinstance(phase, CPhase):
+            event_ts, first, last, arrivals, histogram, latency_sum, latency_max, stray = phase.export(
+                expected
+            )
+            lost = [t.lost(expected) for t in trackers]
+            return PhaseResult(
+                clients=len(trackers),
+                disconnected=sum(1 for t in trackers if t.closed),
+                expected=expected,
+                unique=sum(expected - n for n in lost),
+                duplicated=sum(t.dups for t in trackers),
+                out_of_order=sum(t.ooo for t in trackers),
+                lost=sum(lost),
+                stray=stray,
+                histogram=histogram,
+                close_codes=dict(self.close_codes),
+                latency_sum_ms=latency_sum,
+                latency_max_ms=latency_max,
+                event_ts=event_ts,
+                first_arrival=first,
+                last_arrival=last,
+                arrivals=arrivals,
+            )
         phase.grow(expected)
         return PhaseResult(
             clients=len(trackers),
@@ -179,14 +255,17 @@ class WorkerState:
             lost=sum(t.lost(expected) for t in trackers),
             stray=phase.stray,
             histogram=phase.histogram,
+            close_codes=dict(self.close_codes),
             latency_sum_ms=phase.latency_sum_ms,
             latency_max_ms=phase.latency_max_ms,
             event_ts=phase.event_ts[:expected],
+            first_arrival=phase.first_arrival[:expected],
             last_arrival=phase.last_arrival[:expected],
             arrivals=phase.arrivals[:expected],
         )
 
     async def close_all(self) -> int:
+        self.closing = True
         clients = list(self.clients)
         for client in clients:
             client.close()
@@ -196,8 +275,10 @@ class WorkerState:
         for client in list(self.clients):  # whoever did not close in time is cut
             transport = getattr(client, "transport", None)
             if transport is not None:
-                transport.abort()
+                cut = getattr(transport, "abort", None) or transport.disconnect  # asyncio's or picows's
+                cut()
         self.clients.clear()
+        self.closing = False
         return len(clients)
 
 
@@ -329,6 +410,9 @@ class WorkerPool:
                     max(1, template.concurrency // self.size),
                     template.local_hosts,
                     template.client,
+                    template.welcome,
+                    template.counting,
+                    template.greeting,
                 )
                 asks.append(self._ask(pipe, command, timeout))
         return list(await asyncio.gather(*asks))

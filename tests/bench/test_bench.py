@@ -14,8 +14,7 @@ import pytest
 
 from app.bench import baseline
 from app.bench.measure import PhaseOptions
-from app.bench.report import to_json
-from app.bench.run import RunOptions, run_sync
+from app.bench.run import RunOptions, run_sync, to_json
 from app.bench.scenarios import TARGET_STEPS, BenchConfig
 from app.bench.server import redis_server_path
 
@@ -162,11 +161,13 @@ SCHEMA_PHASE = {
     "latency",
     "latency_histogram",
     "time_to_last",
+    "time_to_first",
     "throughput",
     "cpu",
     "mode",
     "publish_latency",
     "publish_retries",
+    "publish_errors",
     "server_efficiency",
 }
 SCHEMA_DELIVERY = {
@@ -178,6 +179,7 @@ SCHEMA_DELIVERY = {
     "out_of_order",
     "stray",
     "disconnected_clients",
+    "close_codes",
     "rate",
 }
 SCHEMA_LATENCY = {"count", "mean_ms", "p50_ms", "p95_ms", "p99_ms", "max_ms"}
@@ -188,6 +190,8 @@ SCHEMA_CPU = {
     "load_limited",
     "server_pct",
     "server_cpu_s",
+    "server_user_s",
+    "server_sys_s",
     "wall_s",
     "load_cpu_s",
     "load_cores_busy_pct",
@@ -210,9 +214,11 @@ def test_json_schema_is_stable(gateway_report: dict[str, Any]) -> None:
     assert set(step["broadcast"]["delivery"]) == SCHEMA_DELIVERY
     assert set(step["broadcast"]["latency"]) == SCHEMA_LATENCY
     assert set(step["broadcast"]["time_to_last"]) == SCHEMA_LATENCY | {"complete_events"}
+    assert set(step["broadcast"]["time_to_first"]) == SCHEMA_LATENCY
     assert set(step["broadcast"]["throughput"]) == {"seconds", "deliveries_per_s", "events_per_s"}
     assert set(step["broadcast"]["cpu"]) == SCHEMA_CPU
     assert {"cpus", "python", "versions", "memory_bytes"} <= set(report["machine"])
+    assert report["machine"]["frame_counter"] == "c"  # make system-deps installs the C compiler
 
 
 def test_a_server_dropping_every_tenth_event_is_reported(dropping_server: str) -> None:
@@ -288,7 +294,8 @@ def test_cli_against_a_remote_url_writes_json_and_charts(baseline_url: str, tmp_
     }
     assert "ramp, 20 clients" in done.stdout
     tables = (tmp_path / "table.md").read_text()
-    assert "## Issue 6 targets" in tables and "<!-- bench-table -->" in tables
+    assert "## Per-core targets" in tables and "<!-- bench-table -->" in tables
+    assert "issue" not in tables.lower() and "issue" not in done.stdout.lower()
 
 
 SCHEMA_WORKERS = {
@@ -378,3 +385,21 @@ def test_workers_scenario_is_skipped_for_a_url_target(baseline_url: str) -> None
     assert "--url" in workers["skipped"] and workers["runs"] == [] and workers["ratio_projected"] is None
     [row] = [row for row in report["performance_targets"] if row["key"] == "two_workers_scaling"]
     assert row["status"] == "n/a on this machine" and "skipped" in row["note"]
+
+
+def test_sustained_scenario_searches_for_the_highest_rate_that_holds() -> None:
+    """After the fixed-window phase, a bounded search over rates; every step counted per client and event."""
+    config = small_config(scenarios=("sustained",), max_clients=30, search_steps=3, search_step_s=0.3)
+    report = run_sync(RunOptions(config=config, spawn=True, processes=1, pin=False))
+    sustained = report["servers"][0]["scenarios"]["sustained"]
+    search = sustained["search"]
+    assert 1 <= len(search["steps"]) <= 3 and search["p99_bound_ms"] == 150.0
+    for step in search["steps"]:
+        assert step["clients"] == 30 and step["expected"] % 30 == 0
+        if step["failure"] is None:
+            assert step["delivered"] == step["expected"] and step["lost"] == step["duplicated"] == 0
+            assert step["p99_ms"] <= 150.0
+    if search["best"] is not None:
+        assert search["deliveries_per_s"] == search["best"]["rate"] * 30
+    keys = {row["key"] for row in report["key_figures"]}
+    assert ("sustained.search_deliveries_per_s" in keys) == (search["deliveries_per_s"] is not None)

@@ -6,19 +6,17 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.bench import stats
+from app.bench.checks import first_targets, performance_targets
 from app.bench.client import Phase, Tracker
+from app.bench.fastcount import CPhase, CTracker
+from app.bench.figures import comparison, key_figures, pooled_percentile
+from app.bench.markdown import markdown_report
 from app.bench.measure import server_efficiency
 from app.bench.publisher import event_body
-from app.bench.report import (
-    comparison,
-    key_figures,
-    markdown_report,
-    performance_targets,
-    pooled_percentile,
-    target_checks,
-)
 from app.bench.scenarios import scaling_ratios
 from app.bench.server import parse_metric, with_channel
 
@@ -89,7 +87,7 @@ def _step(clients: int, rate: float, p99: float, per_client: float, peak: float)
 
 def test_target_checks_pass_and_fail() -> None:
     good = {"steps": [_step(n, 1.0, 3.0, 40_000, 80e6) for n in (1, 10, 20, 50, 100)]}
-    assert {c.key: c.status for c in target_checks(good)} == {
+    assert {c.key: c.status for c in first_targets(good)} == {
         "connect_time": "PASS",
         "broadcast_latency_20": "PASS",
         "delivery": "PASS",
@@ -98,7 +96,7 @@ def test_target_checks_pass_and_fail() -> None:
         "peak_memory_100": "PASS",
     }
     lossy = {"steps": [_step(n, 0.9, 80.0, 2e6, 300e6) for n in (1, 10, 20, 50, 100)]}
-    statuses = {c.key: c.status for c in target_checks(lossy)}
+    statuses = {c.key: c.status for c in first_targets(lossy)}
     assert statuses["delivery"] == "FAIL"
     assert statuses["broadcast_latency_20"] == "FAIL"
     assert statuses["memory_per_client"] == "FAIL"
@@ -109,10 +107,10 @@ def test_target_checks_pass_and_fail() -> None:
 def test_comparison_ratios() -> None:
     ours = {"scenarios": {"targets": {"steps": [_full_step(10, 2.0)]}}}
     theirs = {"scenarios": {"targets": {"steps": [_full_step(10, 8.0)]}}}
-    rows = {row["key"]: row for row in comparison(ours, theirs)}
-    assert rows["targets.10.latency_p99_ms"]["ratio"] == 0.25
-    assert rows["targets.10.latency_p99_ms"]["better"] == "lower"
-    assert rows["targets.10.delivery"]["ratio"] == 1.0
+    rows = {row.key: row for row in comparison(ours, theirs)}
+    assert rows["targets.10.latency_p99_ms"].ratio == 0.25
+    assert rows["targets.10.latency_p99_ms"].better == "lower"
+    assert rows["targets.10.delivery"].ratio == 1.0
 
 
 def _full_step(clients: int, p99: float) -> dict[str, Any]:
@@ -191,7 +189,7 @@ def test_performance_targets_judge_measured_and_projected_separately() -> None:
     assert rows["deliveries_ratio_10k_projected"].status == "PASS (projected)"
     assert rows["two_workers_scaling"].status == "n/a on this machine"
     assert rows["storm_1000_connect_p99"].status == "not measured"  # no storm in this report
-    text = markdown_report({**report, "comparison": comparison(ours, theirs), "command": "eventcast bench"})
+    text = markdown_report({**report, "command": "eventcast bench"})
     assert "<!-- bench-table -->" in text and "PASS (projected)" in text
     assert "projected deliveries/s per server core" in text
 
@@ -275,7 +273,7 @@ def test_two_workers_row_judges_the_projection_when_the_load_generator_shared_a_
     text = markdown_report({**_workers_report(scenario), "comparison": []})
     assert "## Workers: 1 against 2 (redis engine)" in text
     assert "| 2 | 0,1 | 10,000 (5,000/5,000) | 300,000 /s |" in text and "shares a core with a worker" in text
-    keys = {row["key"]: row["eventcast"] for row in key_figures(_workers_report(scenario))}
+    keys = {row.key: row.eventcast for row in key_figures(_workers_report(scenario))}
     assert (
         keys["workers.ratio_measured"] == 1.2
         and keys["workers.ratio_projected"] == scenario["ratio_projected"]
@@ -291,3 +289,72 @@ def test_two_workers_row_is_na_without_the_scenario() -> None:
     )
     assert failed.status == "n/a on this machine" and "boom" in failed.note
     assert "## Workers" not in markdown_report({**_workers_report(None), "comparison": []})
+
+
+def _frames_for(seqs: list[int], stamps: list[float], own: bool) -> list[bytes]:
+    out = [b'{"type": "eventcast.welcome"}']
+    for seq, ts in zip(seqs, stamps, strict=False):
+        data = (
+            f'{{"bench": 7, "seq": {seq}, "ts": {ts!r}, "pad": "x"}}'
+            if own
+            else f'{{"bench":7,"seq":{seq},"pad":"x"}}'
+        )
+        out.append(
+            f'{{"id":"{seq}","channel":"bench","type":"bench.tick","data":{data},"ts":{ts + 1.5!r}}}'.encode()
+        )
+    out += [frame(8, 1, 1.0), b"not json", b'{"bench":7,"seq":3}']  # another phase, garbage, no time: stray
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seqs=st.lists(st.integers(min_value=0, max_value=3000), max_size=60),
+    stamps=st.lists(st.floats(min_value=-1e3, max_value=2e12, allow_nan=False), min_size=60, max_size=60),
+    own=st.booleans(),
+    streams=st.integers(min_value=1, max_value=4),
+)
+def test_c_counter_counts_exactly_as_the_python_tracker(
+    seqs: list[int], stamps: list[float], own: bool, streams: int
+) -> None:
+    """fastcount.c against the reference Tracker: same counts, same per-seq arrays, same histogram."""
+    phase, c_phase = Phase(phase_id=7, streams=streams), CPhase(7, streams)
+    python, c = Tracker(phase), CTracker(c_phase)
+    for index, payload in enumerate(_frames_for(seqs, stamps, own)):
+        python.on_text(payload, 2e12 + index)
+        c.on_text(payload, 2e12 + index)
+    expected = max(seqs, default=0) + 1
+    assert (c.unique, c.dups, c.ooo, c.max_seq, c.lost(expected)) == (
+        python.unique,
+        python.dups,
+        python.ooo,
+        python.max_seq,
+        python.lost(expected),
+    )
+    event_ts, first, last, arrivals, histogram, latency_sum, latency_max, stray = c_phase.export(expected)
+    phase.grow(expected)
+    assert stray == phase.stray and histogram == phase.histogram
+    assert (event_ts, first, last, arrivals) == (
+        phase.event_ts[:expected],
+        phase.first_arrival[:expected],
+        phase.last_arrival[:expected],
+        phase.arrivals[:expected],
+    )
+    assert latency_sum == pytest.approx(phase.latency_sum_ms) and latency_max == phase.latency_max_ms
+
+
+def test_c_counter_walks_whole_frames_and_stops_before_others() -> None:
+    """One call counts every whole text frame of a buffer, stops in front of a ping and at a partial frame."""
+    import ctypes
+
+    from app.bench.framerate import event_frames, text_frame
+
+    c_phase = CPhase(5, 1)
+    c = CTracker(c_phase, welcome=False)
+    run = event_frames(5, 10)
+    ping = bytes((0x89, 0))
+    buffer = run + ping + text_frame(b'{"bench":5,"seq":10,"ts":1.0}')[:-3]
+    special = ctypes.c_int64()
+    stop = c.consume_fn(c.pointer, buffer, 0, len(buffer), 2.0, ctypes.byref(special))
+    assert (stop, special.value, c.unique) == (len(run), 1, 10)
+    stop = c.consume_fn(c.pointer, buffer, stop + 2, len(buffer), 2.0, ctypes.byref(special))
+    assert (stop, special.value, c.unique) == (len(run) + 2, 0, 10)  # the last frame is not whole yet
