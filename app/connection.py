@@ -82,21 +82,52 @@ class Flusher:
     When the last flush was long (thousands of clients), the next one waits a fraction of that time, at
     most ``MAX_COALESCE_SECONDS``, so events published meanwhile leave in the same write to each client:
     one system call per client carries many events when that is what the load needs.
+
+    When it is not busy, a fan-out writes as it goes instead (``hold``/``release``): the first client is
+    written right after it was queued, not after every client was, and the fan-out walks its clients once.
     """
 
-    __slots__ = ("dirty", "last_end", "last_seconds")
+    __slots__ = ("_held", "_held_since", "dirty", "holding", "last_end", "last_seconds")
 
     def __init__(self) -> None:
         self.dirty: list[Connection] = []
         self.last_seconds = 0.0
         self.last_end = 0.0
+        self.holding = False
+        self._held: list[Connection] = []
+        self._held_since = 0.0
+
+    def busy(self) -> bool:
+        """The last flush was long and ended moments ago: events are coming faster than they are written."""
+        return time.perf_counter() - self.last_end < self.last_seconds
+
+    def hold(self) -> bool:
+        """Before a fan-out: True when it should write as it goes (nothing waits, not busy); marks are then
+        kept for ``release`` instead of scheduling a flush."""
+        if self.dirty or self.holding or self.busy():
+            return False
+        self.holding = True
+        self._held_since = time.perf_counter()
+        return True
+
+    def release(self) -> None:
+        """After a fan-out that wrote as it went: write whoever it dirtied without writing (a replay's
+        refill, a client of several channels)."""
+        held, self._held = self._held, []
+        self.holding = False
+        for conn in held:
+            conn.write_now()
+        self.last_end = time.perf_counter()
+        self.last_seconds = self.last_end - self._held_since
 
     def mark(self, conn: Connection) -> None:
+        if self.holding:
+            self._held.append(conn)
+            return
         if not self.dirty:
             loop = asyncio.get_running_loop()
             # Only while busy (the last long flush ended moments ago); an idle gateway flushes at once.
-            busy = time.perf_counter() - self.last_end < self.last_seconds
-            wait = min(MAX_COALESCE_SECONDS, self.last_seconds / 4) if busy else 0.0
+            wait = min(MAX_COALESCE_SECONDS, self.last_seconds / 4) if self.busy() else 0.0
             if wait < 0.0005:
                 loop.call_soon(self.run)
             else:
@@ -362,6 +393,11 @@ class Connection:
             self._overflow()
         elif self._backlog is not None and buffered < self.max_queue_bytes // 2:
             self._refill()
+
+    def write_now(self) -> None:
+        """Flush now if anything waits (a fan-out that writes as it goes, ``Flusher.hold``)."""
+        if self._dirty:
+            self.flush()
 
     def on_writable(self) -> None:
         """The transport drained below its low-water mark: write what waited, continue a replay."""

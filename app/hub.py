@@ -18,7 +18,7 @@ from typing import Any
 from app import metrics, telemetry
 from app.broker.base import Broker, BrokerUnavailable
 from app.causes import BrokerRefused, Cause, Refused, client_cause
-from app.connection import Connection, State
+from app.connection import FLUSHER, Connection, State
 from app.protocol import (
     CONTROL_CHANNEL,
     WELCOME_TYPE,
@@ -283,30 +283,36 @@ class Hub:
                 log.exception("control command %s failed", command.id)
         # One-channel clients take each channel's events as one pre-encoded batch. A client of several
         # channels must see them in log order (one id resumes them all), so it gets them event by event.
-        several: set[Connection] = set()
-        for channel, channel_events in by_channel.items():
-            conns = subscribers.get(channel)
-            if not conns:
-                continue
-            batch = FrameBatch(channel_events)
-            for conn in conns:
-                try:
-                    if conn.single:
-                        queued += conn.push_batch(batch)
-                    else:
-                        several.add(conn)
-                except Exception:
-                    self._push_failed(conn)
-        if several:
-            for event in events:
+        # When the flusher is not busy, each one-channel client is written as soon as it was queued.
+        direct = FLUSHER.hold()
+        try:
+            several: set[Connection] = set()
+            for channel, channel_events in by_channel.items():
+                conns = subscribers.get(channel)
+                if not conns:
+                    continue
+                batch = FrameBatch(channel_events)
+                for conn in conns:
+                    try:
+                        if conn.single:
+                            queued += conn.push_batch(batch)
+                            if direct:
+                                conn.write_now()
+                        else:
+                            several.add(conn)
+                    except Exception:
+                        self._push_failed(conn)
+            for event in events if several else ():
                 for conn in subscribers.get(event.channel, ()):
                     try:
-                        if conn in several and conn.push(
-                            event
-                        ):  # filtered, replaying, overflowing: not counted
+                        # Filtered, replaying or overflowing: not queued, not counted.
+                        if conn in several and conn.push(event):
                             queued += 1
                     except Exception:
                         self._push_failed(conn)
+        finally:
+            if direct:
+                FLUSHER.release()
         if queued:
             metrics.MESSAGES_DELIVERED.inc(queued)
         metrics.FANOUT_DURATION.observe(time.perf_counter() - started)

@@ -7,6 +7,7 @@ keeps a slow client's close frame close to the front, and a replay streamed as t
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from app import metrics
 from app.broker.memory import MemoryBroker
 from app.causes import Cause
-from app.connection import HIGH_WATER, Connection, State
+from app.connection import FLUSHER, HIGH_WATER, Connection, State
 from app.hub import Hub
 from app.protocol import EventId, EventIn, Framing, now_ms
 from tests.fakes import FakeSocket
@@ -64,10 +65,16 @@ async def wait_until(predicate: object, what: str, timeout: float = 10.0) -> Non
             await asyncio.sleep(0.002)
 
 
-async def test_events_of_one_loop_turn_leave_in_one_write(hub: Hub) -> None:
+def busy(seconds: float) -> None:
+    """Make the flusher look busy (a flush of ``seconds`` just ended) or, with 0, idle."""
+    FLUSHER.last_end, FLUSHER.last_seconds = time.perf_counter(), seconds
+
+
+async def test_while_busy_events_of_one_loop_turn_leave_in_one_write(hub: Hub) -> None:
     conns = [await connect(hub) for _ in range(5)]
     await turns()
     writes_before = [len(s.writes) for _, s in conns]
+    busy(1.0)
     ids: list[str] = []
     for n in range(10):  # ten publishes without yielding: one fan-out each, one flush for all
         ids += await hub.publish([ev(n)])
@@ -75,6 +82,17 @@ async def test_events_of_one_loop_turn_leave_in_one_write(hub: Hub) -> None:
     for (_, socket), before in zip(conns, writes_before, strict=True):
         assert len(socket.writes) - before == 1, "one system call carried the ten events"
         assert socket.ids == ids
+
+
+async def test_when_idle_a_fan_out_writes_each_client_as_it_goes(hub: Hub) -> None:
+    conns = [await connect(hub) for _ in range(5)]
+    await turns()
+    busy(0)
+    writes_before = [len(s.writes) for _, s in conns]
+    await hub.publish([ev(1)])
+    await asyncio.sleep(0)  # the broker's dispatch runs: no further loop turn for a flush
+    assert [len(s.writes) - before for (_, s), before in zip(conns, writes_before, strict=True)] == [1] * 5
+    assert not FLUSHER.dirty and not FLUSHER.holding
 
 
 async def test_every_flush_writes_each_dirty_connection_once(hub: Hub) -> None:
