@@ -12,7 +12,7 @@ SYSTEM_TOOLS := redis-server:redis-server prometheus:prometheus promtool:prometh
 JS := clients/js
 JS_DEPS := $(JS)/node_modules/.package-lock.json
 
-.PHONY: run test lint typecheck pytest js-test js-build bench bench-peers system-deps venv clean
+.PHONY: run test lint typecheck pytest js-test js-build bench bench-peers bench-deflate system-deps venv clean
 
 run: venv
 	$(BIN)/eventcast serve
@@ -49,6 +49,11 @@ bench: system-deps venv
 
 # eventcast against nginx + nchan and socket.io, one worker each, 10,000 clients, 3 runs pinned and 3 unpinned;
 # rewrites the side-by-side section of docs/benchmarks.md (see there for how long it takes).
+# permessage-deflate against the same gateway without it: memory per idle connection, CPU per broadcast.
+bench-deflate: system-deps venv
+	$(BIN)/eventcast bench --deflate --runs 3 --max-clients 10000 --events 10 --json docs/bench/deflate.json \
+	  --doc docs/benchmarks.md
+
 bench-peers: system-deps venv
 	$(BIN)/eventcast bench --peers nchan,socketio --runs 3 --pinning both --max-clients 10000 --storm-clients 1000 \
 	  --events 10 --json docs/bench/peers.json --doc docs/benchmarks.md

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib.util
+import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -11,12 +15,14 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from app.bench import compare
+from app.bench import deflate as deflate_mod
 from app.bench.checks import FAIL, server_checks
 from app.bench.console import render
 from app.bench.markdown import markdown_report
 from app.bench.measure import PhaseOptions
 from app.bench.run import RunOptions, planned_steps, run_sync, to_json
 from app.bench.scenarios import DEFAULT_SCENARIOS, SCENARIOS, BenchConfig
+from app.bench.workers import raise_file_limit
 
 
 def parse_scenarios(text: str) -> tuple[str, ...]:
@@ -56,6 +62,23 @@ def _progress(console: Console) -> Progress:
         console=console,
         transient=False,
     )
+
+
+def run_deflate(
+    *, clients: int, broadcasts: int, runs: int, pinned: bool, json_path: Path | None, doc: Path | None
+) -> None:
+    """``--deflate``: the gateway with and without permessage-deflate, side by side (app/bench/deflate.py)."""
+    raise_file_limit()
+    cpus = [0] if pinned and (os.cpu_count() or 1) > 1 else None
+    if cpus:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, set(range(1, os.cpu_count() or 2)))  # the clients off the server's core
+    report = asyncio.run(deflate_mod.execute(runs, clients, broadcasts, cpus))
+    typer.echo(deflate_mod.markdown(report))
+    if json_path is not None:
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
+    if doc is not None:
+        deflate_mod.write_doc(doc, report)
 
 
 def run_peers(options: compare.PeerOptions, json_path: Path | None, doc: Path | None) -> None:
@@ -214,14 +237,32 @@ def bench(
     ] = None,
     doc: Annotated[
         Path | None,
-        typer.Option(help="With --peers: rewrite the side-by-side section of this Markdown file"),
+        typer.Option(help="With --peers or --deflate: rewrite that section of this Markdown file"),
     ] = None,
+    deflate: Annotated[
+        bool,
+        typer.Option(
+            "--deflate",
+            help="Instead of the scenarios: permessage-deflate against the same gateway without it (memory per "
+            "idle connection, CPU per broadcast), --runs times",
+        ),
+    ] = False,
 ) -> None:
     """Measure a gateway: connection time, broadcast latency, delivery, deliveries/s and memory."""
     if client not in CLIENTS:
         raise typer.BadParameter(f"--client must be one of {', '.join(CLIENTS)}")
     if client == "picows" and importlib.util.find_spec("picows") is None:
         raise typer.BadParameter("--client picows needs picows: pip install 'eventcast[bench]'")
+    if deflate:
+        run_deflate(
+            clients=max_clients or (200 if quick else 10_000),
+            broadcasts=events or 10,
+            runs=runs,
+            pinned=pin,
+            json_path=json_path,
+            doc=doc,
+        )
+        return
     if peers is not None:
         peer_options = compare.PeerOptions(
             clients=max_clients or (200 if quick else 10_000),

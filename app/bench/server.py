@@ -338,7 +338,11 @@ def _spawn(
 
 
 def spawn_gateway(
-    workers: int = 1, broker: str | None = None, cpus: Sequence[int] | None = None, port: int | None = None
+    workers: int = 1,
+    broker: str | None = None,
+    cpus: Sequence[int] | None = None,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
 ) -> ServerUnderTest:
     """Start `eventcast serve` on 127.0.0.1 and a free port."""
     port = port or free_port()
@@ -349,12 +353,13 @@ def spawn_gateway(
     # Quiet logs (an access-log line per publish would be measured too) and a short drain at the end.
     # The publish flood outruns any subscriber by design; a 16 MB queue keeps it a measure of publishing
     # rather than of slow-consumer cuts (which tests/test_session.py covers).
-    env = {
+    settings = {
         "EVENTCAST_LOG_LEVEL": "warning",
         "EVENTCAST_DRAIN_SECONDS": "1",
         "EVENTCAST_SEND_QUEUE_BYTES": str(16 << 20),
+        **(env or {}),
     }
-    server = _spawn("eventcast", argv, port, cpus, env)
+    server = _spawn("eventcast", argv, port, cpus, settings)
     server.workers = workers
     server.broker = broker or "memory://"
     return server
